@@ -1,0 +1,308 @@
+"""The stages of the cascade: typed functions over frozen dataclasses.
+
+Each stage takes what the previous ones produced and returns a new frozen value; nothing is shared
+or mutated between stages. The order in which they run is written down once, in
+:mod:`osteoscan.pipeline.screen`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from osteoscan.io import CTVolume
+from osteoscan.labels import (
+    BODY_OFFSET,
+    POSTERIOR_OFFSET,
+    Tissue,
+    VertebraLevel,
+    VertebraPart,
+)
+from osteoscan.pipeline.cascade import LoadedModel
+from osteoscan.pipeline.grid import Grid, centered_grid, inside_mask, sample, union_grid
+
+log = logging.getLogger(__name__)
+
+#: HU given to points outside the scanned field of view when cropping (air).
+OUTSIDE_HU = -1024.0
+#: Minimum z extent (mm) for the 3-D spine path; thinner inputs take the single-slice L3 path.
+MIN_Z_EXTENT_FOR_SPINE_MM = 40.0
+
+
+# --------------------------------------------------------------------------------------------- load
+@dataclass(frozen=True)
+class LoadedStudy:
+    volume: CTVolume  # canonical (S, P, L)
+    source_datasets: tuple[Any, ...] | None  # header-only pydicom datasets in axis-0 order (DICOM input)
+    input_path: str
+
+
+def load_study(path: str | Path, series_uid: str | None = None) -> LoadedStudy:
+    """Read a DICOM folder/zip/file or a NIfTI file into a canonical CT volume.
+
+    Raises:
+        InputError: unreadable input; UnsupportedSeriesError: not a CT.
+    """
+    from osteoscan.io import load_study_input
+
+    volume, datasets = load_study_input(path, series_uid=series_uid)
+    return LoadedStudy(volume=volume, source_datasets=datasets, input_path=str(path))
+
+
+def z_extent_mm(volume: CTVolume) -> float:
+    return volume.shape[0] * volume.spacing[0]
+
+
+# ------------------------------------------------------------------------------------ localisation
+@dataclass(frozen=True)
+class DetectedLevel:
+    level: VertebraLevel
+    centroid_lps_mm: np.ndarray
+    touches_border: bool
+
+
+@dataclass(frozen=True)
+class SpineLocalisation:
+    detected: tuple[DetectedLevel, ...]  # cranial to caudal
+    level_map: np.ndarray  # uint8 VertebraLevel per voxel of the coarse grid (0 = background)
+    grid: Grid  # the coarse grid
+    notes: tuple[str, ...] = ()
+
+
+def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
+    """Coarse level segmentation at ~3 mm and the decoded level sequence."""
+    from osteoscan.io import resample
+    from osteoscan.models.preprocess import normalise_hu
+    from osteoscan.models.spine_decoding import decode_spine
+    from osteoscan.runtime import sliding_window_inference
+
+    spec = coarse.spec
+    low = resample(volume, tuple(spec.input_spacing_mm), order=1)
+    image = normalise_hu(low.array, spec)[None]  # (C=1, D, H, W)
+    logits = sliding_window_inference(
+        lambda batch: coarse.infer(batch)["logits"],
+        image,
+        patch_size=tuple(spec.patch_size),
+        overlap=0.25,
+        size_divisor=spec.size_divisor,
+    )
+    decoded = decode_spine(logits, low.affine)
+    detected = tuple(
+        DetectedLevel(
+            level=VertebraLevel(int(v.level)),
+            centroid_lps_mm=np.asarray(v.centroid_lps_mm, dtype=np.float64),
+            touches_border=bool(v.touches_border),
+        )
+        for v in decoded.vertebrae
+    )
+    return SpineLocalisation(
+        detected=detected,
+        level_map=np.asarray(decoded.level_map, dtype=np.uint8),
+        grid=Grid(low.shape, low.affine),
+        notes=tuple(getattr(decoded, "notes", ())),
+    )
+
+
+def levels_for_fine_model(
+    localisation: SpineLocalisation, default_levels: frozenset[VertebraLevel], all_levels: bool
+) -> tuple[DetectedLevel, ...]:
+    """Which detected vertebrae get the fine model.
+
+    The default set; every vertebra when asked; and every vertebra when no lumbar level is in view
+    (a chest CT: thoracic BMD and fractures are then all there is to report).
+    """
+    vertebrae = [d for d in localisation.detected if d.level is not VertebraLevel.SACRUM]
+    lumbar_in_view = any(d.level.region == "lumbar" for d in vertebrae)
+    if all_levels or not lumbar_in_view:
+        return tuple(vertebrae)
+    return tuple(d for d in vertebrae if d.level in default_levels)
+
+
+# ---------------------------------------------------------------------------- fine segmentation
+@dataclass(frozen=True)
+class VertebraSegment:
+    level: VertebraLevel
+    grid: Grid  # the ~1 mm crop grid
+    parts: np.ndarray  # uint8 VertebraPart per crop voxel
+    ct: np.ndarray  # float32 HU sampled on the crop grid
+    complete: bool  # the vertebra lies fully inside the scanned field of view
+
+    @property
+    def body(self) -> np.ndarray:
+        return self.parts == VertebraPart.BODY
+
+    @property
+    def vertebra(self) -> np.ndarray:
+        return self.parts != VertebraPart.BACKGROUND
+
+
+def segment_vertebrae(
+    volume: CTVolume, localisation: SpineLocalisation, levels: tuple[DetectedLevel, ...], fine: LoadedModel
+) -> tuple[VertebraSegment, ...]:
+    """Fine body/posterior segmentation of each selected vertebra, all crops in one batch."""
+    from osteoscan.models.preprocess import normalise_hu
+
+    if not levels:
+        return ()
+    spec = fine.spec
+    shape = tuple(int(s) for s in spec.patch_size)
+    spacing = tuple(float(s) for s in spec.input_spacing_mm)
+    grids = [centered_grid(d.centroid_lps_mm, shape, spacing, volume.direction) for d in levels]
+    cts = [sample(volume.array, volume.affine, g, order=1, cval=OUTSIDE_HU) for g in grids]
+    guides = [
+        sample(localisation.level_map == d.level, localisation.grid.affine, g, order=0, cval=0)
+        for d, g in zip(levels, grids)
+    ]
+    batch = np.stack(
+        [np.stack([normalise_hu(ct, spec), guide.astype(np.float32)]) for ct, guide in zip(cts, guides)]
+    )
+    logits = fine.infer(batch)["logits"]
+    segments = []
+    for d, g, ct, lg in zip(levels, grids, cts, logits):
+        parts = _largest_component_parts(np.argmax(lg, axis=0).astype(np.uint8))
+        if not parts.any():
+            log.warning("the fine model found no %s inside its crop; level dropped", d.level.name)
+            continue
+        inside = inside_mask(volume.shape, volume.affine, g)
+        # touching the edge of the field of view (one voxel margin) = cut vertebra
+        near_outside = ndimage.binary_dilation(~inside, iterations=2)
+        complete = not bool(np.any(near_outside & (parts > 0))) and not d.touches_border
+        segments.append(VertebraSegment(level=d.level, grid=g, parts=parts, ct=ct, complete=complete))
+    return tuple(segments)
+
+
+def _largest_component_parts(parts: np.ndarray) -> np.ndarray:
+    """Keep the largest connected vertebra (body + posterior) of a fine prediction."""
+    fg = parts > 0
+    lab, n = ndimage.label(fg)
+    if n <= 1:
+        return parts
+    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    keep = lab == (int(np.argmax(sizes)) + 1)
+    return np.where(keep, parts, 0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SpineCanvas:
+    """All fine segmentations pasted on one ~1 mm grid (osteoscan.labels body/posterior encoding)."""
+
+    labels: np.ndarray  # uint16
+    ct: np.ndarray  # float32 HU on the same grid
+    grid: Grid
+
+    def body_mask(self, level: VertebraLevel) -> np.ndarray:
+        return self.labels == BODY_OFFSET + int(level)
+
+    def vertebra_mask(self, level: VertebraLevel) -> np.ndarray:
+        return (self.labels == BODY_OFFSET + int(level)) | (self.labels == POSTERIOR_OFFSET + int(level))
+
+
+def build_canvas(volume: CTVolume, segments: tuple[VertebraSegment, ...]) -> SpineCanvas | None:
+    if not segments:
+        return None
+    spacing = segments[0].grid.spacing
+    grid = union_grid([s.grid for s in segments], spacing, volume.direction)  # type: ignore[arg-type]
+    labels = np.zeros(grid.shape, dtype=np.uint16)
+    for seg in segments:
+        enc = np.zeros(seg.parts.shape, dtype=np.uint16)
+        enc[seg.parts == VertebraPart.BODY] = BODY_OFFSET + int(seg.level)
+        enc[seg.parts == VertebraPart.POSTERIOR] = POSTERIOR_OFFSET + int(seg.level)
+        pasted = sample(enc, seg.grid.affine, grid, order=0, cval=0)
+        labels = np.where((pasted > 0) & (labels == 0), pasted, labels)
+    ct = sample(volume.array, volume.affine, grid, order=1, cval=OUTSIDE_HU)
+    return SpineCanvas(labels=labels, ct=ct, grid=grid)
+
+
+def labels_on_ct_grid(volume: CTVolume, canvas: SpineCanvas | None) -> np.ndarray:
+    """The vertebra label map (body/posterior encoding) on the CT's own grid, for outputs."""
+    if canvas is None:
+        return np.zeros(volume.shape, dtype=np.uint16)
+    return sample(canvas.labels, canvas.grid.affine, Grid(volume.shape, volume.affine), order=0, cval=0)
+
+
+# ------------------------------------------------------------------------------------------ BMD
+@dataclass(frozen=True)
+class BmdPrediction:
+    level: VertebraLevel
+    bmd_mg_cm3: float
+    sigma_mg_cm3: float
+
+
+def regress_bmd(
+    volume: CTVolume, segments: tuple[VertebraSegment, ...], bmd: LoadedModel
+) -> tuple[BmdPrediction, ...]:
+    """Trabecular BMD of every complete vertebra with a body, all crops in one batch."""
+    from osteoscan.models.preprocess import normalise_hu
+
+    spec = bmd.spec
+    shape = tuple(int(s) for s in spec.patch_size)
+    spacing = tuple(float(s) for s in spec.input_spacing_mm)
+    chosen = [s for s in segments if s.complete and s.body.sum() > 0]
+    if not chosen:
+        return ()
+    inputs = []
+    for seg in chosen:
+        centre_index = np.argwhere(seg.body).mean(axis=0)
+        g = centered_grid(seg.grid.index_to_lps(centre_index), shape, spacing, volume.direction)
+        ct = sample(volume.array, volume.affine, g, order=1, cval=OUTSIDE_HU)
+        body = sample(seg.body.astype(np.uint8), seg.grid.affine, g, order=0, cval=0)
+        inputs.append(np.stack([normalise_hu(ct, spec), body.astype(np.float32)]))
+    out = bmd.infer(np.stack(inputs))
+    return tuple(
+        BmdPrediction(level=s.level, bmd_mg_cm3=float(b), sigma_mg_cm3=float(sg))
+        for s, b, sg in zip(chosen, out["bmd"].reshape(-1), out["sigma"].reshape(-1))
+    )
+
+
+# ------------------------------------------------------------------------------------ tissue (2-D)
+@dataclass(frozen=True)
+class TissueSlice:
+    slice_index: int  # along axis 0 of the canonical CT
+    tissue: np.ndarray  # uint8 osteoscan.labels.Tissue on the CT's own in-plane grid
+    ct: np.ndarray  # HU of that slice (float32)
+    pixel_spacing_mm: tuple[float, float]
+    level_assumed: bool  # True when the slice was not located by the spine models (single-slice input)
+
+
+def segment_tissue(volume: CTVolume, slice_index: int, tissue: LoadedModel, level_assumed: bool) -> TissueSlice:
+    """2-D tissue segmentation of one axial slice, mapped back to the slice's own pixel grid."""
+    from osteoscan.models.preprocess import normalise_hu
+
+    spec = tissue.spec
+    ct_slice = volume.array[slice_index].astype(np.float32)
+    spacing_in = volume.spacing[1:]
+    target = tuple(float(s) for s in spec.input_spacing_mm)[-2:]
+    patch = tuple(int(s) for s in spec.patch_size)[-2:]
+    # model grid: same centre as the slice, model spacing, model patch size (in-plane only)
+    zoom = np.asarray(spacing_in) / np.asarray(target)
+    centre_in = (np.asarray(ct_slice.shape) - 1) / 2
+    centre_out = (np.asarray(patch) - 1) / 2
+    rows = (np.arange(patch[0]) - centre_out[0]) / zoom[0] + centre_in[0]
+    cols = (np.arange(patch[1]) - centre_out[1]) / zoom[1] + centre_in[1]
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    model_in = ndimage.map_coordinates(ct_slice, [rr, cc], order=1, mode="constant", cval=OUTSIDE_HU)
+    logits = tissue.infer(normalise_hu(model_in, spec)[None, None])["logits"][0]
+    # back to the slice grid: nearest class of the model pixel each slice pixel falls in
+    back_r = (np.arange(ct_slice.shape[0]) - centre_in[0]) * zoom[0] + centre_out[0]
+    back_c = (np.arange(ct_slice.shape[1]) - centre_in[1]) * zoom[1] + centre_out[1]
+    br, bc = np.meshgrid(back_r, back_c, indexing="ij")
+    # interpolate the class scores (not the argmax) so that boundaries stay smooth at the finer
+    # native pixel size; outside the model's patch everything is background
+    scores = np.stack(
+        [ndimage.map_coordinates(ch, [br, bc], order=1, mode="nearest") for ch in logits.astype(np.float32)]
+    )
+    tissue_map = np.argmax(scores, axis=0).astype(np.uint8)
+    outside = (br < 0) | (br > patch[0] - 1) | (bc < 0) | (bc > patch[1] - 1)
+    tissue_map[outside] = Tissue.BACKGROUND
+    return TissueSlice(
+        slice_index=int(slice_index),
+        tissue=tissue_map.astype(np.uint8),
+        ct=ct_slice,
+        pixel_spacing_mm=(float(spacing_in[0]), float(spacing_in[1])),
+        level_assumed=level_assumed,
+    )
