@@ -1,0 +1,248 @@
+"""The report's figures as PNG bytes: sagittal spine, L3 tissue overlay, BMD-per-level chart.
+
+All drawn with matplotlib's Agg canvas (no display needed). Images are shown in physical
+proportions (mm), in the usual radiological display: sagittal with anterior on the left and head at
+the top; axial with anterior at the top and the patient's right on the viewer's left.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import ndimage
+
+from osteoscan.io import CTVolume
+from osteoscan.labels import BODY_OFFSET, DISC_OFFSET, Tissue, VertebraLevel
+from osteoscan.report import constants as C
+from osteoscan.report.content import MG_CM3, CM2, bmd_color, fmt
+from osteoscan.result import StudyResult, VertebraResult
+
+log = logging.getLogger(__name__)
+
+#: Sagittal crop margins around the labelled spine, mm.
+SAGITTAL_MARGIN_SI_MM = 15.0
+SAGITTAL_MARGIN_ANTERIOR_MM = 60.0
+SAGITTAL_MARGIN_POSTERIOR_MM = 35.0
+OVERLAY_ALPHA = 0.5
+DPI = 150
+
+
+def level_map(labels: np.ndarray) -> np.ndarray:
+    """Vertebra level (``VertebraLevel`` value) of each body/posterior voxel, 0 elsewhere (discs too)."""
+    vertebral = (labels >= BODY_OFFSET) & (labels < DISC_OFFSET)
+    return np.where(vertebral, labels % 100, 0).astype(np.uint8)
+
+
+def vertebra_colors(result: StudyResult) -> dict[str, str]:
+    """Level name -> ACR band colour of its BMD (regressor, else calibrated; grey if neither)."""
+    return {v.level: bmd_color(_bmd(v)) for v in result.vertebrae}
+
+
+def _bmd(v: VertebraResult) -> float | None:
+    return v.bmd_mg_cm3 if v.bmd_mg_cm3 is not None else v.bmd_calibrated_mg_cm3
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return buf.getvalue()
+
+
+def _window(img: np.ndarray, window: tuple[float, float]) -> tuple[float, float]:
+    level, width = window
+    return level - width / 2, level + width / 2
+
+
+def _spine_path(lvl: np.ndarray) -> np.ndarray:
+    """Left-right column index of the spine on each axial slice (follows scoliosis), smoothed."""
+    n_slices, _, n_cols = lvl.shape
+    counts = (lvl > 0).sum(axis=(1,))  # (slices, cols)
+    total = counts.sum(axis=1)
+    cols = np.arange(n_cols)
+    have = total > 0
+    path = np.full(n_slices, (n_cols - 1) / 2.0)
+    if have.any():
+        centre = (counts[have] * cols).sum(axis=1) / total[have]
+        path = np.interp(np.arange(n_slices), np.flatnonzero(have), centre)
+        path = ndimage.uniform_filter1d(path, size=5, mode="nearest")
+    return np.clip(np.round(path).astype(int), 0, n_cols - 1)
+
+
+def sagittal_png(ct: CTVolume, labels: np.ndarray, result: StudyResult) -> bytes:
+    """Curved sagittal reformat through the spine, vertebrae coloured by BMD band and labelled."""
+    lvl = level_map(labels)
+    path = _spine_path(lvl)
+    rows = np.arange(ct.shape[0])
+    img = ct.array[rows, :, path].astype(np.float32)  # (slices, AP)
+    sag = lvl[rows, :, path]
+    sz, sy = ct.spacing[0], ct.spacing[1]
+
+    k_lo, k_hi, j_lo, j_hi = 0, ct.shape[0] - 1, 0, ct.shape[1] - 1
+    if sag.any():
+        ks, js = np.nonzero(sag)
+        k_lo = max(0, int(ks.min() - SAGITTAL_MARGIN_SI_MM / sz))
+        k_hi = min(ct.shape[0] - 1, int(ks.max() + SAGITTAL_MARGIN_SI_MM / sz))
+        j_lo = max(0, int(js.min() - SAGITTAL_MARGIN_ANTERIOR_MM / sy))
+        j_hi = min(ct.shape[1] - 1, int(js.max() + SAGITTAL_MARGIN_POSTERIOR_MM / sy))
+    img = img[k_lo : k_hi + 1, j_lo : j_hi + 1]
+    sag = sag[k_lo : k_hi + 1, j_lo : j_hi + 1]
+
+    colors = vertebra_colors(result)
+    overlay = np.zeros(sag.shape + (4,), dtype=np.float32)
+    for value in np.unique(sag[sag > 0]):
+        name = VertebraLevel(int(value)).name
+        rgba = to_rgba(colors.get(name, C.COLOR_NOT_MEASURED), OVERLAY_ALPHA)
+        overlay[sag == value] = rgba
+
+    height_mm, width_mm = img.shape[0] * sz, img.shape[1] * sy
+    fig_h = 6.0
+    fig_w = float(np.clip(fig_h * width_mm / max(height_mm, 1.0) + 1.6, 3.0, 6.0))
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((0.02, 0.06, 0.96, 0.90))
+    extent = (0.0, width_mm, 0.0, height_mm)
+    vmin, vmax = _window(img, C.WINDOW_BONE)
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", extent=extent, interpolation="bilinear")
+    ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
+    by_level = {v.level: v for v in result.vertebrae}
+    for value in np.unique(sag[sag > 0]):
+        name = VertebraLevel(int(value)).name
+        ks, js = np.nonzero(sag == value)
+        v = by_level.get(name)
+        bmd = _bmd(v) if v is not None else None
+        text = name if bmd is None else f"{name}  {bmd:.0f}"
+        ax.text(
+            max(js.min() * sy - 4.0, 2.0),
+            ks.mean() * sz,
+            text,
+            ha="right" if js.min() * sy > 30 else "left",
+            va="center",
+            fontsize=8,
+            color="white",
+            fontweight="bold",
+            bbox=dict(boxstyle="round,pad=0.2", fc="black", ec="none", alpha=0.6),
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(2, height_mm - 2, "A", color="yellow", fontsize=9, va="top")
+    ax.text(width_mm - 2, height_mm - 2, "P", color="yellow", fontsize=9, va="top", ha="right")
+    ax.set_title(f"Sagittal reformat, vertebrae coloured by BMD ({MG_CM3})", fontsize=9)
+    fig.legend(
+        handles=_acr_legend_handles(),
+        loc="lower center",
+        ncol=2,
+        fontsize=6.5,
+        frameon=False,
+    )
+    return _png(fig)
+
+
+def _acr_legend_handles() -> list[Patch]:
+    return [
+        Patch(color=C.COLOR_NORMAL, label=f"> {C.ACR_NORMAL_ABOVE_MG_CM3:.0f} normal"),
+        Patch(
+            color=C.COLOR_OSTEOPENIA,
+            label=f"{C.ACR_OSTEOPOROSIS_BELOW_MG_CM3:.0f}-{C.ACR_NORMAL_ABOVE_MG_CM3:.0f} osteopenia",
+        ),
+        Patch(color=C.COLOR_OSTEOPOROSIS, label=f"< {C.ACR_OSTEOPOROSIS_BELOW_MG_CM3:.0f} osteoporosis"),
+        Patch(color=C.COLOR_NOT_MEASURED, label="not measured"),
+    ]
+
+
+def axial_tissue_png(ct: CTVolume, tissue: np.ndarray, slice_index: int, result: StudyResult) -> bytes:
+    """The L3 axial slice (soft-tissue window) with the tissue map overlaid and the areas in the legend."""
+    img = ct.array[slice_index].astype(np.float32)
+    sy, sx = ct.spacing[1], ct.spacing[2]
+    overlay = np.zeros(img.shape + (4,), dtype=np.float32)
+    for t in (Tissue.MUSCLE, Tissue.SAT, Tissue.VAT, Tissue.IMAT):
+        overlay[tissue == t] = to_rgba(C.TISSUE_COLORS[t.name], 0.45)
+    comp = result.composition
+    areas = {
+        "MUSCLE": comp.sma_cm2 if comp else None,
+        "SAT": comp.sat_cm2 if comp else None,
+        "VAT": comp.vat_cm2 if comp else None,
+        "IMAT": comp.imat_cm2 if comp else None,
+    }
+    fig = Figure(figsize=(4.6, 4.6 * img.shape[0] * sy / (img.shape[1] * sx) + 0.9))
+    ax = fig.add_axes((0.02, 0.17, 0.96, 0.76))
+    extent = (0.0, img.shape[1] * sx, img.shape[0] * sy, 0.0)
+    vmin, vmax = _window(img, C.WINDOW_SOFT_TISSUE)
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="bilinear")
+    ax.imshow(overlay, extent=extent, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    w, h = img.shape[1] * sx, img.shape[0] * sy
+    for x, y, s, ha, va in ((w / 2, 3, "A", "center", "top"), (3, h / 2, "R", "left", "center"),
+                            (w - 3, h / 2, "L", "right", "center")):
+        ax.text(x, y, s, color="yellow", fontsize=9, ha=ha, va=va)
+    level = comp.level if comp else "L3"
+    ax.set_title(f"{level} axial slice {slice_index}: body composition", fontsize=9)
+    handles = [
+        Patch(color=C.TISSUE_COLORS[k], label=f"{C.TISSUE_NAMES[k]}: {fmt(areas[k], CM2)}")
+        for k in ("MUSCLE", "SAT", "VAT", "IMAT")
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    return _png(fig)
+
+
+def bmd_chart_png(result: StudyResult) -> bytes:
+    """Trabecular BMD per level (with uncertainty) against the ACR category bands."""
+    verts = [v for v in result.vertebrae if _bmd(v) is not None]
+    fig = Figure(figsize=(7.0, 2.7))
+    ax = fig.add_axes((0.09, 0.17, 0.89, 0.72))
+    top = max([250.0] + [(_bmd(v) or 0.0) + (v.bmd_uncertainty_mg_cm3 or 0.0) + 20 for v in verts])
+    ax.axhspan(0, C.ACR_OSTEOPOROSIS_BELOW_MG_CM3, color=C.COLOR_OSTEOPOROSIS, alpha=0.15, lw=0)
+    ax.axhspan(C.ACR_OSTEOPOROSIS_BELOW_MG_CM3, C.ACR_NORMAL_ABOVE_MG_CM3, color=C.COLOR_OSTEOPENIA, alpha=0.18, lw=0)
+    ax.axhspan(C.ACR_NORMAL_ABOVE_MG_CM3, top, color=C.COLOR_NORMAL, alpha=0.12, lw=0)
+    for y, text in ((C.ACR_OSTEOPOROSIS_BELOW_MG_CM3 / 2, "osteoporosis"),
+                    ((C.ACR_OSTEOPOROSIS_BELOW_MG_CM3 + C.ACR_NORMAL_ABOVE_MG_CM3) / 2, "osteopenia"),
+                    ((C.ACR_NORMAL_ABOVE_MG_CM3 + top) / 2, "normal")):
+        ax.text(1.0, y, text, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
+                color="#555555", style="italic")
+    x = np.arange(len(verts))
+    if verts:
+        reg = [(i, v) for i, v in enumerate(verts) if v.bmd_mg_cm3 is not None]
+        if reg:
+            ax.errorbar(
+                [i for i, _ in reg],
+                [v.bmd_mg_cm3 for _, v in reg],
+                yerr=[v.bmd_uncertainty_mg_cm3 or 0.0 for _, v in reg],
+                fmt="o",
+                color="#1f3b73",
+                ecolor="#1f3b73",
+                capsize=3,
+                ms=6,
+                label="BMD (regressor) ± uncertainty",
+            )
+        cal = [(i, v) for i, v in enumerate(verts) if v.bmd_calibrated_mg_cm3 is not None]
+        if cal:
+            ax.plot(
+                [i for i, _ in cal],
+                [v.bmd_calibrated_mg_cm3 for _, v in cal],
+                "D",
+                mfc="none",
+                mec="#7a3fb0",
+                ms=6,
+                label="BMD (phantomless calibration)",
+            )
+        ax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
+    s = result.summary
+    if s.bmd_l1_l2_mg_cm3 is not None:
+        ax.axhline(s.bmd_l1_l2_mg_cm3, color="#1f3b73", ls="--", lw=0.8)
+        ax.text(0.0, s.bmd_l1_l2_mg_cm3, f" mean L1-L2 {s.bmd_l1_l2_mg_cm3:.0f}", fontsize=7, va="bottom",
+                transform=ax.get_yaxis_transform(), color="#1f3b73")
+    ax.set_xticks(x, [v.level for v in verts])
+    ax.set_xlim(-0.6, max(len(verts), 1) - 0.4)
+    ax.set_ylim(0, top)
+    ax.set_ylabel(f"trabecular BMD ({MG_CM3})", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.set_title("Bone mineral density per level vs ACR QCT categories", fontsize=9)
+    if not verts:
+        ax.text(0.5, 0.5, "no vertebra with a BMD measurement", transform=ax.transAxes, ha="center")
+    return _png(fig)

@@ -1,0 +1,210 @@
+"""``write_outputs``: every clinical output of one screened study, in one call from the pipeline.
+
+Output names (``outputs=``) and the files they give:
+
+=========  ==================================================================================
+``json``   ``result.json``
+``html``   ``report.html`` (self-contained)
+``pdf``    ``report.pdf``; with a DICOM source also ``report_pdf.dcm`` (Encapsulated PDF)
+``nifti``  ``labels.nii.gz`` and ``tissue_L3.nii.gz`` (also written for ``seg``)
+``seg``    the NIfTI label maps; with a DICOM source also ``seg.dcm``
+``sr``     ``sr.dcm`` (DICOM source only)
+``sc``     ``sc/*.dcm`` key images (DICOM source only)
+``mesh``   ``spine.glb``, ``spine.stl`` and ``spine_render.png``
+=========  ==================================================================================
+
+The returned :class:`OutputPaths` maps a key per file to its path, and ``.skipped`` maps each output
+that was asked for but not written to the reason (also logged), e.g. DICOM objects from a NIfTI input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from osteoscan.errors import GeometryError, InputError, OsteoscanError
+from osteoscan.io import CTVolume
+from osteoscan.result import StudyResult
+
+log = logging.getLogger(__name__)
+
+ALL_OUTPUTS: tuple[str, ...] = ("json", "html", "pdf", "nifti", "seg", "sr", "sc", "mesh")
+DEFAULT_OUTPUTS: tuple[str, ...] = ("json", "html", "pdf", "seg", "sr", "sc", "mesh")
+#: Voxel size (mm) the report's 3-D rendering is meshed at (exported meshes use the full grid).
+RENDER_VOXEL_MM = 2.0
+NOT_DICOM = "input was not DICOM: there is no source series (Study, Frame of Reference) to reference"
+
+
+class OutputPaths(dict[str, Path]):
+    """Written files by key, plus ``skipped``: output name -> why it was not written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped[name] = reason
+        log.info("output %s not written: %s", name, reason)
+
+
+def _check_inputs(ct: CTVolume, labels: np.ndarray, tissue: np.ndarray | None, outputs: Collection[str]) -> None:
+    unknown = sorted(set(outputs) - set(ALL_OUTPUTS))
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(unknown)}; choose from {', '.join(ALL_OUTPUTS)}")
+    if labels.shape != ct.shape:
+        raise GeometryError(f"label map shape {labels.shape} differs from the CT's {ct.shape}; pass labels on the CT grid")
+    if tissue is not None and tissue.shape != ct.shape[1:]:
+        raise GeometryError(
+            f"tissue map shape {tissue.shape} differs from the CT's axial slice shape {ct.shape[1:]}"
+        )
+
+
+def _slice_affine(ct: CTVolume, k: int) -> np.ndarray:
+    aff = ct.affine.copy()
+    aff[:3, 3] = ct.index_to_lps(np.array([k, 0.0, 0.0]))
+    return aff
+
+
+def write_outputs(
+    result: StudyResult,
+    ct: CTVolume,
+    labels: np.ndarray,
+    tissue: np.ndarray | None,
+    outdir: Path,
+    outputs: Collection[str] = DEFAULT_OUTPUTS,
+    source_datasets: Sequence[pydicom.Dataset] | None = None,
+) -> OutputPaths:
+    """Write the requested outputs of one study into ``outdir`` (see the module docstring).
+
+    Args:
+        result: the study's measurements.
+        ct: the canonical (S, P, L) CT in HU the measurements were made on.
+        labels: uint16 label map on the CT grid (``osteoscan.labels`` encoding).
+        tissue: ``osteoscan.labels.Tissue`` map of axial slice ``result.composition.slice_index``, or None.
+        outdir: output folder (created).
+        outputs: names from ``ALL_OUTPUTS``.
+        source_datasets: header datasets of the source CT series in axis-0 order; None for NIfTI input.
+
+    Raises:
+        InputError: an unknown output name or an unusable set of source datasets.
+        GeometryError: labels/tissue not on the CT grid.
+    """
+    from osteoscan.report import content as content_mod
+    from osteoscan.report import figures, mesh
+    from osteoscan.report.identity import identity_from_datasets
+
+    wanted = set(outputs)
+    _check_inputs(ct, labels, tissue, wanted)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = OutputPaths()
+    comp = result.composition
+    slice_index = comp.slice_index if comp is not None else None
+    if tissue is not None and slice_index is None:
+        log.warning("a tissue map was given but result.composition has no slice_index; it is not used")
+        tissue = None
+
+    if "json" in wanted:
+        paths["json"] = outdir / "result.json"
+        result.to_json(paths["json"])
+
+    if wanted & {"nifti", "seg"}:
+        from osteoscan.io import write_nifti
+
+        paths["labels_nifti"] = write_nifti(labels.astype(np.uint16), ct.affine, outdir / "labels.nii.gz")
+        if tissue is not None and slice_index is not None:
+            paths["tissue_nifti"] = write_nifti(
+                tissue.astype(np.uint8)[None], _slice_affine(ct, slice_index), outdir / "tissue_L3.nii.gz"
+            )
+        else:
+            paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
+
+    images: dict[str, bytes | None] = {"sagittal": None, "axial": None, "chart": None, "render": None}
+    if wanted & {"html", "pdf", "sc", "mesh"}:
+        colors = figures.vertebra_colors(result)
+        if wanted & {"html", "pdf", "sc"}:
+            images["sagittal"] = figures.sagittal_png(ct, labels, result)
+            images["chart"] = figures.bmd_chart_png(result)
+            if tissue is not None and slice_index is not None:
+                images["axial"] = figures.axial_tissue_png(ct, tissue, slice_index, result)
+        step = max(1, int(round(RENDER_VOXEL_MM / min(ct.spacing))))
+        render_meshes = mesh.vertebra_meshes(labels, ct.affine, colors, step=step)
+        images["render"] = mesh.render_png(render_meshes)
+        if "mesh" in wanted:
+            full = mesh.vertebra_meshes(labels, ct.affine, colors) if step > 1 else render_meshes
+            if full:
+                paths["glb"] = mesh.export_glb(full, outdir / "spine.glb")
+                paths["stl"] = mesh.export_stl(full, outdir / "spine.stl")
+            else:
+                paths.skip("mesh", "no vertebra in the label map")
+            paths["render_png"] = outdir / "spine_render.png"
+            paths["render_png"].write_bytes(images["render"])
+
+    info = identity_from_datasets(source_datasets)
+    content = content_mod.build_content(result)
+    if "html" in wanted:
+        from osteoscan.report.html import render_html
+
+        paths["html"] = outdir / "report.html"
+        paths["html"].write_text(render_html(result, content, info, images), encoding="utf-8")
+    if "pdf" in wanted:
+        from osteoscan.report.pdf import render_pdf
+
+        paths["pdf"] = render_pdf(outdir / "report.pdf", result, content, info, images)
+
+    dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
+    if dicom_wanted:
+        if source_datasets is None:
+            for name in dicom_wanted:
+                paths.skip(name, NOT_DICOM)
+        else:
+            _write_dicom(paths, wanted, result, ct, labels, tissue, outdir, source_datasets, images)
+    log.info("wrote %d outputs to %s (%d skipped)", len(paths), outdir, len(paths.skipped))
+    return paths
+
+
+def _write_dicom(
+    paths: OutputPaths,
+    wanted: set[str],
+    result: StudyResult,
+    ct: CTVolume,
+    labels: np.ndarray,
+    tissue: np.ndarray | None,
+    outdir: Path,
+    source_datasets: Sequence[pydicom.Dataset],
+    images: dict[str, bytes | None],
+) -> None:
+    from osteoscan.report.dicom_common import check_source
+    from osteoscan.report.dicom_docs import write_encapsulated_pdf, write_secondary_captures
+    from osteoscan.report.seg import write_seg
+    from osteoscan.report.sr import write_sr
+
+    try:
+        check_source(source_datasets, ct)
+    except OsteoscanError as exc:
+        for name in sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else []):
+            paths.skip(name, f"source series unusable for DICOM outputs: {exc}")
+        return
+    seg_ds = segments = None
+    if "seg" in wanted:
+        paths["seg"] = outdir / "seg.dcm"
+        segments = write_seg(paths["seg"], result, ct, labels, tissue, source_datasets)
+        seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
+    if "sr" in wanted:
+        paths["sr"] = outdir / "sr.dcm"
+        write_sr(paths["sr"], result, source_datasets, seg_ds, segments)
+    if "pdf" in wanted:
+        paths["pdf_dicom"] = outdir / "report_pdf.dcm"
+        write_encapsulated_pdf(paths["pdf_dicom"], paths["pdf"], source_datasets)
+    if "sc" in wanted:
+        key_images = {}
+        if images["sagittal"]:
+            key_images["sagittal"] = (images["sagittal"], ("P", "F"))
+        if images["axial"]:
+            key_images["axial_L3"] = (images["axial"], ("L", "P"))
+        for name, path in write_secondary_captures(outdir / "sc", key_images, source_datasets).items():
+            paths[f"sc_{name}"] = path

@@ -1,0 +1,157 @@
+"""``seg.dcm``: DICOM Segmentation (highdicom) - one segment per vertebra level plus the L3 tissues.
+
+Binary segmentation in the source series' Frame of Reference, frames aligned with the source slices
+(the volume is passed to highdicom with its affine, which highdicom matches to the source images),
+empty frames omitted. Vertebra segments merge body and posterior elements (one segment per level);
+tissue segments exist on the composition slice only. Where the tissue map claims a voxel that is
+also labelled vertebra, the vertebra keeps it (counted and logged): segments in this object never
+overlap, which every viewer handles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from osteoscan.io import CTVolume
+from osteoscan.labels import Tissue, VertebraLevel
+from osteoscan.report import constants as C
+from osteoscan.report import dicom_codes as K
+from osteoscan.report import dicom_common as D
+from osteoscan.report.figures import level_map
+from osteoscan.result import StudyResult
+
+log = logging.getLogger(__name__)
+
+TISSUE_ORDER: tuple[Tissue, ...] = (Tissue.MUSCLE, Tissue.SAT, Tissue.VAT, Tissue.IMAT)
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """Where each level/tissue went: segment numbers, for the SR's references."""
+
+    levels: dict[str, int]  # "L1" -> segment number
+    tissues: dict[Tissue, int]
+
+
+def _algorithm(result: StudyResult, family_name: str) -> hd.AlgorithmIdentificationSequence:
+    models = [m for m in result.provenance.models if family_name in m.name] or list(result.provenance.models)
+    version = ", ".join(f"{m.name} {m.version}" for m in models) or result.provenance.osteoscan_version
+    return hd.AlgorithmIdentificationSequence(
+        name=f"osteoscan {family_name}",
+        family=codes.cid7162.ArtificialIntelligence,
+        version=version[:64],
+    )
+
+
+def build_label_volume(
+    labels: np.ndarray, tissue: np.ndarray | None, slice_index: int | None
+) -> tuple[np.ndarray, list[VertebraLevel], list[Tissue], int]:
+    """Segment-number map (uint16): levels cranial to caudal, then tissues on ``slice_index``.
+
+    Returns the map, the levels, the tissues and the number of tissue pixels given up to vertebrae.
+    """
+    lvl = level_map(labels)
+    present = [VertebraLevel(int(v)) for v in np.unique(lvl) if v > 0]
+    seg = np.zeros(labels.shape, dtype=np.uint16)
+    for n, level in enumerate(present, start=1):
+        seg[lvl == level] = n
+    tissues: list[Tissue] = []
+    conflicts = 0
+    if tissue is not None and slice_index is not None:
+        plane = seg[slice_index]
+        for t in TISSUE_ORDER:
+            mask = tissue == t
+            if not mask.any():
+                continue
+            tissues.append(t)
+            conflicts += int((mask & (plane > 0)).sum())
+            plane[mask & (plane == 0)] = len(present) + len(tissues)
+    return seg, present, tissues, conflicts
+
+
+def write_seg(
+    path: Path,
+    result: StudyResult,
+    ct: CTVolume,
+    labels: np.ndarray,
+    tissue: np.ndarray | None,
+    source_datasets: Sequence[pydicom.Dataset],
+) -> SegmentInfo:
+    """Write the Segmentation; returns the segment numbers per level and tissue."""
+    slice_index = result.composition.slice_index if result.composition is not None else None
+    seg, levels, tissues, conflicts = build_label_volume(labels, tissue, slice_index)
+    if conflicts:
+        log.warning("%d tissue pixels on slice %s are also vertebra; kept as vertebra in seg.dcm", conflicts,
+                    slice_index)
+    if not levels and not tissues:
+        raise ValueError("nothing to write in seg.dcm: the label map has no vertebra and there is no tissue map")
+    vert_algo = _algorithm(result, "vertebra")
+    tissue_algo = _algorithm(result, "tissue")
+    descriptions: list[hd.seg.SegmentDescription] = []
+    for n, level in enumerate(levels, start=1):
+        label = f"{level.name} vertebra" if level is not VertebraLevel.SACRUM else "Sacrum"
+        if level is VertebraLevel.L6:
+            label = "L6 vertebra (transitional)"
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=label,
+                segmented_property_category=K.CATEGORY_ANATOMY,
+                segmented_property_type=K.vertebra_code(level),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=vert_algo,
+                tracking_uid=hd.UID(),
+                tracking_id=f"vertebra {level.name}",
+            )
+        )
+    for i, t in enumerate(tissues):
+        prop, region, label = K.TISSUE_CODES[t]
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=len(levels) + 1 + i,
+                segment_label=f"{label} ({result.composition.level if result.composition else 'L3'})",
+                segmented_property_category=K.CATEGORY_TISSUE,
+                segmented_property_type=prop,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=tissue_algo,
+                tracking_uid=hd.UID(),
+                tracking_id=f"tissue {t.name}",
+                anatomic_regions=[region] if region is not None else None,
+            )
+        )
+    volume = hd.Volume(
+        array=seg,
+        affine=ct.affine,
+        coordinate_system="PATIENT",
+        frame_of_reference_uid=str(source_datasets[0].FrameOfReferenceUID),
+    )
+    obj = hd.seg.Segmentation(
+        source_images=list(source_datasets),
+        pixel_array=volume,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=D.SERIES_NUMBER_SEG,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=D.MANUFACTURER,
+        manufacturer_model_name=D.MODEL_NAME,
+        software_versions=D.SOFTWARE_VERSION,
+        device_serial_number=D.DEVICE_SERIAL,
+        content_description=f"Vertebrae and body composition. {C.INTENDED_USE_SHORT}"[:64],
+        content_label="OSTEOSCAN",
+        series_description="osteoscan segmentation",
+    )
+    obj.save_as(path)
+    return SegmentInfo(
+        levels={level.name: n for n, level in enumerate(levels, start=1)},
+        tissues={t: len(levels) + 1 + i for i, t in enumerate(tissues)},
+    )
