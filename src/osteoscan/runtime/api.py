@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from osteoscan.errors import BackendError
@@ -65,13 +66,17 @@ def create_session(
     can_torch = source.native_precision != "int8" and (
         source.torch_factory is not None or source.torchscript_path is not None or source.spec is not None
     )
+    forced = ""
     if source.native_precision == "int8" or (not can_onnx and source.ir_path is not None and not can_torch):
         if backend not in ("auto", "openvino"):
             raise BackendError(f"{backend}: model {source.label} is an OpenVINO-only artifact; use backend='openvino'")
+        forced = "" if backend == "openvino" else "OpenVINO-only artifact (IR)"
         backend = "openvino"
     if not can_onnx and source.ir_path is None and backend == "auto":
-        backend = "torch"  # TorchScript-only source
+        backend, forced = "torch", "TorchScript-only model"
     pick = choose(backend, device, can_torch=can_torch, can_onnx=can_onnx)
+    if forced:
+        pick = replace(pick, reason=forced)
     if backend == "auto" or device == "auto":
         log.info("runtime picked %s on %s for %s: %s", pick.backend, pick.device, source.label, pick.reason)
     return _open(source, pick.backend, pick.device, precision, hint, config, max_batch, num_streams,

@@ -56,8 +56,8 @@ class Int8Spec:
 
 def int8_paths(directory: Path, name: str) -> tuple[Path, Path, Path]:
     """(xml, bin, json) of ``name``'s int8 artifact in ``directory``."""
-    stem = directory / f"{name}{INT8_SUFFIX}"
-    return stem.with_suffix(".xml"), stem.with_suffix(".bin"), stem.with_suffix(".json")
+    stem = f"{name}{INT8_SUFFIX}"
+    return directory / f"{stem}.xml", directory / f"{stem}.bin", directory / f"{stem}.json"
 
 
 def find_int8_artifact(base: ModelSource, config: RuntimeConfig) -> ModelSource:
