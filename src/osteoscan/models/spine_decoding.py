@@ -1,0 +1,369 @@
+"""From the coarse model's per-voxel level scores to a consistent, anatomically ordered spine.
+
+The coarse network labels each voxel with a vertebra level, but levels look alike locally, so its
+raw argmax can contain two "L3"s, a vertebra split between two labels, or a whole column shifted by
+one. This decoder turns the scores into one labelled instance per vertebra:
+
+1. softmax (if given logits) and argmax;
+2. candidates = connected components of each level's argmax region (small fragments are absorbed
+   into the candidate they touch, or dropped); candidates whose centroids are closer than half a
+   vertebra are merged, and over-long candidates (two vertebrae under one label) are split;
+3. a Viterbi search assigns each candidate, ordered cranial to caudal, a strictly increasing
+   position in the anatomical sequence C7, T1..T12, L1..L5, [L6], sacrum. Its score is the sum of
+   each candidate's mean log-probability for the assigned level (thoracic levels carry the rib
+   evidence, the sacrum anchors the caudal end), minus penalties for skipped levels (a gap is only
+   accepted when the centroid distance says a vertebra is missing) and for dropped candidates.
+   Both sequence variants (with and without a transitional L6) are tried.
+
+So a chest-only scan (no sacrum) is anchored by the ribs' thoracic evidence, an abdomen-only scan by
+the sacrum and the lumbar evidence, and levels are never duplicated or left with a gap between T12
+and L1 unless the scan ends there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from osteoscan.labels import NUM_SPINE_CLASSES, VertebraLevel
+
+log = logging.getLogger(__name__)
+
+#: Typical cranio-caudal distance (mm) from each level's centroid to the next one's, adult spine
+#: (vertebral body + disc heights; e.g. thoracic bodies ~20-25 mm, lumbar ~27-30 mm + 8-11 mm discs).
+_STEP_MM: dict[VertebraLevel, float] = {
+    VertebraLevel.C7: 17.0,
+    **{VertebraLevel(v): 19.0 for v in range(VertebraLevel.T1, VertebraLevel.T5)},
+    **{VertebraLevel(v): 22.0 for v in range(VertebraLevel.T5, VertebraLevel.T9)},
+    **{VertebraLevel(v): 26.0 for v in range(VertebraLevel.T9, VertebraLevel.L1)},
+    **{VertebraLevel(v): 35.0 for v in range(VertebraLevel.L1, VertebraLevel.SACRUM)},
+}
+#: L5 (or L6) centroid to sacrum-component centroid.
+_STEP_TO_SACRUM_MM = 45.0
+
+#: Components smaller than this (mm3) are fragments, not vertebra candidates (a T1 is ~15 cm3).
+MIN_CANDIDATE_MM3 = 1500.0
+#: Candidates whose centroids are closer than this fraction of the local step are one vertebra.
+MERGE_FRACTION = 0.45
+#: Penalty (in log-probability units) for each level skipped between two consecutive candidates.
+SKIP_PENALTY = 3.0
+#: Weight of the squared log-ratio between observed and expected centroid distance.
+DISTANCE_WEIGHT = 6.0
+#: Penalty for leaving a candidate unlabelled (false positive); scaled by its mean foreground prob.
+DROP_PENALTY = 6.0
+
+STANDARD_SEQUENCE: tuple[VertebraLevel, ...] = tuple(
+    v for v in VertebraLevel if v not in (VertebraLevel.L6,)
+)
+L6_SEQUENCE: tuple[VertebraLevel, ...] = tuple(VertebraLevel)
+
+
+@dataclass(frozen=True)
+class DetectedVertebra:
+    """One decoded vertebra (or the sacrum) on the coarse grid."""
+
+    level: VertebraLevel
+    centroid_index: tuple[float, float, float]  # (z, y, x) voxel index on the coarse grid
+    centroid_lps_mm: tuple[float, float, float]
+    voxel_count: int
+    volume_mm3: float
+    touches_border: bool  # the mask reaches the edge of the volume: the vertebra may be cut
+    mask_bbox: tuple[tuple[int, int], ...]  # (start, stop) per axis, stop exclusive
+    confidence: float  # mean probability of the assigned level over the instance's voxels
+    raw_level: VertebraLevel  # the level with the highest mean probability before decoding
+
+
+@dataclass(frozen=True)
+class SpineDecoding:
+    vertebrae: tuple[DetectedVertebra, ...]  # cranial to caudal
+    level_map: np.ndarray  # uint8, VertebraLevel value per voxel (0 = background), relabelled
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Candidate:
+    mask_index: np.ndarray  # flat indices of its voxels
+    centroid: np.ndarray  # (z, y, x) index
+    mean_prob: np.ndarray  # (NUM_SPINE_CLASSES,) mean softmax over its voxels
+    voxel_count: int
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    x = x - x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+def as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """(C, D, H, W) probabilities from logits or probabilities (detected by range and sum)."""
+    s = np.asarray(scores, dtype=np.float32)
+    if s.ndim == 5:
+        if s.shape[0] != 1:
+            raise ValueError(f"decode one volume at a time; got a batch of {s.shape[0]}")
+        s = s[0]
+    if s.ndim != 4 or s.shape[0] != NUM_SPINE_CLASSES:
+        raise ValueError(
+            f"expected coarse scores of shape ({NUM_SPINE_CLASSES}, D, H, W); got {s.shape}"
+        )
+    if s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=0), 1.0, atol=1e-2):
+        return s
+    return softmax(s, axis=0)
+
+
+def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
+    """Decode coarse scores (logits or probabilities, (C, D, H, W) or (1, C, D, H, W)).
+
+    ``affine`` maps (z, y, x, 1) indices of the coarse grid to LPS mm (canonical (S, P, L) grid:
+    a larger axis-0 index is more superior).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    probs = as_probabilities(scores)
+    shape = probs.shape[1:]
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    voxel_mm3 = float(np.prod(spacing))
+    argmax = np.argmax(probs, axis=0).astype(np.uint8)
+    notes: list[str] = []
+    cands = _candidates(argmax, probs, voxel_mm3)
+    cands = _merge_close(cands, probs, spacing)
+    cands = _split_long(cands, argmax.shape, probs, spacing)
+    # cranial (large z index) first
+    cands.sort(key=lambda c: -c.centroid[0])
+    assignment, variant_notes = _assign_levels(cands, spacing)
+    notes.extend(variant_notes)
+    level_map = np.zeros(shape, dtype=np.uint8)
+    out: list[DetectedVertebra] = []
+    flat = level_map.reshape(-1)
+    for cand, level in zip(cands, assignment):
+        if level is None:
+            notes.append(
+                f"dropped a {cand.voxel_count * voxel_mm3 / 1000:.1f} cm3 component at index "
+                f"{tuple(round(float(v), 1) for v in cand.centroid)} that did not fit the level sequence"
+            )
+            continue
+        flat[cand.mask_index] = int(level)
+        zyx = np.unravel_index(cand.mask_index, shape)
+        bbox = tuple((int(a.min()), int(a.max()) + 1) for a in zyx)
+        touches = any(lo == 0 or hi == n for (lo, hi), n in zip(bbox, shape))
+        lps = affine[:3, :3] @ cand.centroid + affine[:3, 3]
+        out.append(
+            DetectedVertebra(
+                level=level,
+                centroid_index=tuple(float(v) for v in cand.centroid),
+                centroid_lps_mm=tuple(float(v) for v in lps),
+                voxel_count=int(cand.voxel_count),
+                volume_mm3=float(cand.voxel_count * voxel_mm3),
+                touches_border=bool(touches),
+                mask_bbox=bbox,
+                confidence=float(cand.mean_prob[int(level)]),
+                raw_level=VertebraLevel(int(np.argmax(cand.mean_prob[1:]) + 1)),
+            )
+        )
+    relabelled = [v for v in out if v.level != v.raw_level]
+    if relabelled:
+        notes.append(
+            "relabelled by the sequence decoder: "
+            + ", ".join(f"{v.raw_level.name}->{v.level.name}" for v in relabelled)
+        )
+    return SpineDecoding(vertebrae=tuple(out), level_map=level_map, notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------------ candidates
+def _make_candidate(flat_idx: np.ndarray, shape: tuple[int, ...], probs_flat: np.ndarray) -> _Candidate:
+    zyx = np.stack(np.unravel_index(flat_idx, shape), axis=1).astype(np.float64)
+    return _Candidate(
+        mask_index=flat_idx,
+        centroid=zyx.mean(axis=0),
+        mean_prob=probs_flat[:, flat_idx].mean(axis=1),
+        voxel_count=int(flat_idx.size),
+    )
+
+
+def _candidates(argmax: np.ndarray, probs: np.ndarray, voxel_mm3: float) -> list[_Candidate]:
+    """Per-level components; fragments are absorbed by the touching candidate or dropped."""
+    shape = argmax.shape
+    probs_flat = probs.reshape(probs.shape[0], -1)
+    min_vox = max(1, int(MIN_CANDIDATE_MM3 / voxel_mm3))
+    cand_map = np.zeros(shape, dtype=np.int32)  # candidate id + 1
+    cands: list[_Candidate] = []
+    fragments: list[np.ndarray] = []
+    structure = ndimage.generate_binary_structure(3, 1)
+    for level in range(1, probs.shape[0]):
+        region = argmax == level
+        if not region.any():
+            continue
+        lab, n = ndimage.label(region, structure=structure)
+        objects = ndimage.find_objects(lab)
+        for i, sl in enumerate(objects, start=1):
+            if sl is None:
+                continue
+            local = lab[sl] == i
+            idx_local = np.flatnonzero(local)
+            coords = np.unravel_index(idx_local, local.shape)
+            coords = tuple(c + s.start for c, s in zip(coords, sl))
+            flat_idx = np.ravel_multi_index(coords, shape)
+            if flat_idx.size >= min_vox:
+                cands.append(_make_candidate(flat_idx, shape, probs_flat))
+                cand_map.reshape(-1)[flat_idx] = len(cands)
+            else:
+                fragments.append(flat_idx)
+    # absorb fragments into the candidate they touch most (a vertebra's edge labelled differently)
+    if cands and fragments:
+        flat_map = cand_map.reshape(-1)
+        grow: dict[int, list[np.ndarray]] = {}
+        for frag in fragments:
+            m = np.zeros(shape, dtype=bool)
+            m.reshape(-1)[frag] = True
+            ring = ndimage.binary_dilation(m, structure=structure) & ~m
+            touching = flat_map[np.flatnonzero(ring)]
+            touching = touching[touching > 0]
+            if touching.size:
+                grow.setdefault(int(np.bincount(touching).argmax()) - 1, []).append(frag)
+        for ci, frags in grow.items():
+            merged = np.concatenate([cands[ci].mask_index, *frags])
+            cands[ci] = _make_candidate(merged, shape, probs_flat)
+    return cands
+
+
+def _step_mm(level: VertebraLevel) -> float:
+    if level is VertebraLevel.SACRUM:
+        return _STEP_TO_SACRUM_MM
+    return _STEP_MM[level]
+
+
+def _expected_step_for(cand: _Candidate) -> float:
+    level = VertebraLevel(int(np.argmax(cand.mean_prob[1:]) + 1))
+    return _step_mm(level)
+
+
+def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray) -> list[_Candidate]:
+    """Merge candidates whose centroids are closer than half a vertebra (one vertebra, two labels)."""
+    if len(cands) < 2:
+        return cands
+    shape = probs.shape[1:]
+    probs_flat = probs.reshape(probs.shape[0], -1)
+    merged = True
+    while merged:
+        merged = False
+        cands.sort(key=lambda c: -c.centroid[0])
+        for i in range(len(cands) - 1):
+            a, b = cands[i], cands[i + 1]
+            dist = float(np.linalg.norm((a.centroid - b.centroid) * spacing))
+            limit = MERGE_FRACTION * min(_expected_step_for(a), _expected_step_for(b))
+            if dist < limit:
+                cands[i] = _make_candidate(np.concatenate([a.mask_index, b.mask_index]), shape, probs_flat)
+                del cands[i + 1]
+                merged = True
+                break
+    return cands
+
+
+def _split_long(
+    cands: list[_Candidate], shape: tuple[int, ...], probs: np.ndarray, spacing: np.ndarray
+) -> list[_Candidate]:
+    """Split candidates much longer in z than one vertebra (two vertebrae under one label)."""
+    probs_flat = probs.reshape(probs.shape[0], -1)
+    out: list[_Candidate] = []
+    for c in cands:
+        level = VertebraLevel(int(np.argmax(c.mean_prob[1:]) + 1))
+        z = np.unravel_index(c.mask_index, shape)[0]
+        extent_mm = (int(z.max()) - int(z.min()) + 1) * spacing[0]
+        if level is VertebraLevel.SACRUM or extent_mm < 1.8 * _step_mm(level):
+            out.append(c)
+            continue
+        # cut at the slice with the fewest voxels in the middle half (the disc between them)
+        zmin = int(z.min())
+        counts = np.bincount(z - zmin)
+        n = counts.size
+        lo, hi = n // 4, max(n // 4 + 1, 3 * n // 4)
+        cut = zmin + lo + int(np.argmin(counts[lo:hi]))
+        upper, lower = c.mask_index[z > cut], c.mask_index[z <= cut]
+        if upper.size and lower.size:
+            out.append(_make_candidate(upper, shape, probs_flat))
+            out.append(_make_candidate(lower, shape, probs_flat))
+        else:
+            out.append(c)
+    return out
+
+
+# ------------------------------------------------------------------------------- sequence
+def _assign_levels(
+    cands: list[_Candidate], spacing: np.ndarray
+) -> tuple[list[VertebraLevel | None], list[str]]:
+    """Best anatomical labelling of cranio-caudally sorted candidates (Viterbi over positions)."""
+    if not cands:
+        return [], []
+    best: tuple[float, list[VertebraLevel | None], tuple[VertebraLevel, ...]] | None = None
+    for seq in (STANDARD_SEQUENCE, L6_SEQUENCE):
+        score, assign = _viterbi(cands, seq, spacing)
+        if seq is L6_SEQUENCE:
+            score -= 2.0  # prior: a transitional L6 is present in a few % of people only
+        if best is None or score > best[0]:
+            best = (score, assign, seq)
+    assert best is not None
+    notes = []
+    if best[2] is L6_SEQUENCE and VertebraLevel.L6 in best[1]:
+        notes.append("transitional vertebra: six lumbar vertebrae (L6) decoded")
+    return best[1], notes
+
+
+def _viterbi(
+    cands: list[_Candidate], seq: tuple[VertebraLevel, ...], spacing: np.ndarray
+) -> tuple[float, list[VertebraLevel | None]]:
+    n, p = len(cands), len(seq)
+    eps = 1e-4
+    # emission: mean log-probability of level seq[j] for candidate i, renormalised over levels
+    emis = np.empty((n, p))
+    for i, c in enumerate(cands):
+        fg = c.mean_prob[1:].sum()
+        for j, lv in enumerate(seq):
+            emis[i, j] = math.log(c.mean_prob[int(lv)] / max(fg, eps) + eps)
+    drop = np.array([DROP_PENALTY * float(c.mean_prob[1:].sum()) for c in cands])
+    neg = -1e18
+    # state: last assigned position (or -1 for none yet); score[i][j]
+    score = np.full((n + 1, p + 1), neg)  # column p = "nothing assigned yet"
+    back: list[list[tuple[int, bool]]] = [[(-1, False)] * (p + 1) for _ in range(n + 1)]
+    score[0, p] = 0.0
+    last_centroid: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(n):
+        for s in range(p + 1):
+            cur = score[i, s]
+            if cur <= neg / 2:
+                continue
+            # drop candidate i
+            v = cur - drop[i]
+            if v > score[i + 1, s]:
+                score[i + 1, s] = v
+                back[i + 1][s] = (s, False)
+                if (i, s) in last_centroid:
+                    last_centroid[(i + 1, s)] = last_centroid[(i, s)]
+            # assign candidate i to position j > s
+            start = 0 if s == p else s + 1
+            for j in range(start, p):
+                v = cur + emis[i, j]
+                if s != p:
+                    prev = last_centroid[(i, s)]
+                    dist = float(np.linalg.norm((prev - cands[i].centroid) * spacing))
+                    expected = sum(_step_mm(seq[k]) for k in range(s, j))
+                    skipped = j - s - 1
+                    v -= SKIP_PENALTY * skipped
+                    v -= DISTANCE_WEIGHT * math.log(max(dist, 1.0) / expected) ** 2
+                if v > score[i + 1, j]:
+                    score[i + 1, j] = v
+                    back[i + 1][j] = (s, True)
+                    last_centroid[(i + 1, j)] = cands[i].centroid
+    end = int(np.argmax(score[n]))
+    total = float(score[n, end])
+    assign: list[VertebraLevel | None] = [None] * n
+    s = end
+    for i in range(n, 0, -1):
+        prev, assigned = back[i][s]
+        if assigned:
+            assign[i - 1] = seq[s]
+        s = prev
+    return total, assign

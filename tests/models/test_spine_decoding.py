@@ -1,0 +1,127 @@
+"""The level-sequence decoder on synthetic coarse probability maps (no network needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osteoscan.labels import NUM_SPINE_CLASSES, VertebraLevel as V
+from osteoscan.models.spine_decoding import _STEP_MM, _STEP_TO_SACRUM_MM, decode_spine
+
+SPACING = 3.0
+
+
+def _column(levels: list[V], confusions: dict[V, tuple[V, float]] | None = None, top_margin: int = 4,
+            shape_yx: tuple[int, int] = (24, 24)) -> tuple[np.ndarray, dict[V, float]]:
+    """Probabilities (C, D, H, W) of boxes stacked cranio-caudally; returns also each box's z centre.
+
+    ``confusions[level] = (other, p)``: that box votes ``other`` with probability p (and its own level
+    with 0.9 - p), as a coarse network that confuses neighbours would.
+    """
+    confusions = confusions or {}
+    steps = [(_STEP_TO_SACRUM_MM if b is V.SACRUM else _STEP_MM[a]) for a, b in zip(levels[:-1], levels[1:])]
+    total = sum(steps) / SPACING
+    depth = int(total + 2 * top_margin + 12)
+    probs = np.zeros((NUM_SPINE_CLASSES, depth, *shape_yx), dtype=np.float32)
+    probs[0] = 1.0
+    z = depth - top_margin - 4.0 if top_margin else depth - 2.0  # most cranial centre (axis 0: superior)
+    centres = {}
+    for i, lv in enumerate(levels):
+        half = max(2, int(0.32 * (steps[i - 1] if i else steps[0]) / SPACING))
+        zs = slice(max(0, int(round(z)) - half), int(round(z)) + half + 1)
+        box = (slice(None), zs, slice(6, 18), slice(7, 17))
+        p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+        p[0] = 0.1
+        if lv in confusions:
+            other, q = confusions[lv]
+            p[int(other)] = q
+            p[int(lv)] = 0.9 - q
+        else:
+            p[int(lv)] = 0.9
+        probs[box] = p[:, None, None, None]
+        centres[lv] = z
+        if i < len(levels) - 1:
+            z -= steps[i] / SPACING
+    return probs, centres
+
+
+def _affine() -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] *= SPACING
+    aff[:3, 3] = (-100.0, -50.0, -40.0)
+    return aff
+
+
+def test_clean_column_is_kept() -> None:
+    levels = [V(v) for v in range(V.T9, V.L5 + 1)] + [V.SACRUM]
+    probs, centres = _column(levels)
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    for v in out.vertebrae:
+        assert abs(v.centroid_index[0] - centres[v.level]) < 1.0
+        np.testing.assert_allclose(v.centroid_lps_mm, _affine()[:3, :3] @ v.centroid_index + _affine()[:3, 3])
+        assert v.confidence > 0.85
+    # level map relabelled with the decoded levels only
+    assert set(np.unique(out.level_map)) == {0, *[int(v) for v in levels]}
+
+
+def test_duplicate_level_is_resolved_by_order() -> None:
+    levels = [V(v) for v in range(V.T10, V.L5 + 1)] + [V.SACRUM]
+    # the L3 box votes L2 more than L3: raw argmax has two L2s and no L3
+    probs, _ = _column(levels, confusions={V.L3: (V.L2, 0.55)})
+    raw = np.argmax(probs, axis=0)
+    assert int(V.L3) not in np.unique(raw)
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    l3 = next(v for v in out.vertebrae if v.level is V.L3)
+    assert l3.raw_level is V.L2
+    assert any("L2->L3" in n for n in out.notes)
+
+
+def test_logits_and_probabilities_give_the_same_answer() -> None:
+    levels = [V.T12, V.L1, V.L2, V.L3, V.L4]
+    probs, _ = _column(levels)
+    logits = np.log(np.clip(probs, 1e-4, 1.0)) * 3.0
+    a = decode_spine(probs, _affine())
+    b = decode_spine(logits[None], _affine())
+    assert [v.level for v in a.vertebrae] == [v.level for v in b.vertebrae] == levels
+
+
+def test_chest_only_scan_keeps_thoracic_labels_and_marks_the_cut() -> None:
+    levels = [V(v) for v in range(V.T1, V.T12 + 1)]
+    probs, _ = _column(levels, top_margin=0)
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    assert out.vertebrae[0].touches_border  # T1 reaches the top slice
+    assert not out.vertebrae[5].touches_border
+
+
+def test_shifted_votes_are_overruled_by_the_sacrum_anchor_and_neighbours() -> None:
+    levels = [V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    # a weak T12 vote on L1 should not create a gap or a second T12
+    probs, _ = _column(levels, confusions={V.L1: (V.T12, 0.5), V.L4: (V.L5, 0.5)})
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+
+
+def test_missing_vertebra_leaves_a_gap_only_where_the_distance_says_so() -> None:
+    levels = [V.T11, V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs, centres = _column(levels)
+    # erase L2 entirely (e.g. not detected): the decoder must not shift L1 down
+    z = int(round(centres[V.L2]))
+    probs[:, z - 6: z + 7] = 0.0
+    probs[0, z - 6: z + 7] = 1.0
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == [lv for lv in levels if lv is not V.L2]
+
+
+def test_bad_input_shape_is_rejected() -> None:
+    with pytest.raises(ValueError, match="expected coarse scores"):
+        decode_spine(np.zeros((3, 4, 4, 4), dtype=np.float32), _affine())
+
+
+def test_empty_volume_gives_no_vertebrae() -> None:
+    probs = np.zeros((NUM_SPINE_CLASSES, 10, 10, 10), dtype=np.float32)
+    probs[0] = 1
+    out = decode_spine(probs, _affine())
+    assert out.vertebrae == () and not out.level_map.any()
