@@ -49,10 +49,16 @@ PATIENT_ID = "PID-0042"
 
 @dataclass(frozen=True)
 class SyntheticStudy:
+    """The study plus the facts the tests check against (tests cannot import conftest by name)."""
+
     ct: CTVolume
     labels: np.ndarray
     tissue: np.ndarray
     result: StudyResult
+    level_slices: dict[VertebraLevel, tuple[int, int]]
+    patient_name: str = PATIENT_NAME
+    patient_id: str = PATIENT_ID
+    study_date: str = "20260315"
 
 
 def _make_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,7 +157,13 @@ def study() -> SyntheticStudy:
     ct_arr, labels, tissue = _make_arrays()
     affine = affine_from_spacing(SPACING, origin=(-47.25, -48.0, -100.0))
     ct = CTVolume(array=ct_arr, affine=affine, provenance=Provenance(source_format="phantom"))
-    return SyntheticStudy(ct=ct, labels=labels, tissue=tissue, result=make_result(tissue))
+    return SyntheticStudy(ct=ct, labels=labels, tissue=tissue, result=make_result(tissue), level_slices=LEVEL_SLICES)
+
+
+@pytest.fixture(scope="session")
+def result_without_composition(study: SyntheticStudy) -> StudyResult:
+    """The same study as if L3 had not been in view."""
+    return make_result(study.tissue, with_composition=False)
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +173,7 @@ def dicom_series(study: SyntheticStudy, tmp_path_factory: pytest.TempPathFactory
 
     paths = write_dicom_series(
         study.ct, tmp_path_factory.mktemp("src"), patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
-        patient_sex="F", patient_age_years=67, study_date="20260315", kvp=120.0,
+        patient_sex="F", patient_age_years=67, study_date=study.study_date, kvp=120.0,
     )
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
 

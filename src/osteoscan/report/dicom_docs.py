@@ -99,14 +99,14 @@ def _rgb(png: bytes) -> np.ndarray:
 
 def write_secondary_captures(
     outdir: Path,
-    images: dict[str, tuple[bytes, tuple[str, str]]],
+    images: dict[str, tuple[bytes, tuple[str, str], str]],
     source_datasets: Sequence[pydicom.Dataset],
 ) -> dict[str, Path]:
-    """One SC image per ``name -> (png, patient_orientation)``; returns name -> written path."""
+    """One SC image per ``name -> (png, patient_orientation, body part)``; returns name -> written path."""
     outdir.mkdir(parents=True, exist_ok=True)
     series_uid = hd.UID()
     paths: dict[str, Path] = {}
-    for number, (name, (png, orientation)) in enumerate(images.items(), start=1):
+    for number, (name, (png, orientation, body_part)) in enumerate(images.items(), start=1):
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source_datasets[0],
             pixel_array=_rgb(png),
@@ -123,6 +123,8 @@ def write_secondary_captures(
             series_description="osteoscan key images",
         )
         sc.BurnedInAnnotation = "YES"
+        # Laterality (type 2C) is required for paired body parts only; naming the unpaired part says so.
+        sc.BodyPartExamined = body_part
         sc.ImageComments = f"osteoscan {name}. {C.INTENDED_USE_SHORT}"
         path = outdir / f"{number:02d}_{name}.dcm"
         sc.save_as(path)

@@ -203,8 +203,8 @@ def _write_dicom(
     if "sc" in wanted:
         key_images = {}
         if images["sagittal"]:
-            key_images["sagittal"] = (images["sagittal"], ("P", "F"))
+            key_images["sagittal"] = (images["sagittal"], ("P", "F"), "SPINE")
         if images["axial"]:
-            key_images["axial_L3"] = (images["axial"], ("L", "P"))
+            key_images["axial_L3"] = (images["axial"], ("L", "P"), "ABDOMEN")
         for name, path in write_secondary_captures(outdir / "sc", key_images, source_datasets).items():
             paths[f"sc_{name}"] = path
