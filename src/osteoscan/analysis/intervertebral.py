@@ -1,0 +1,559 @@
+"""Intervertebral analyses: the vertebra's own axes, heights, Genant grade, disc heights, lordosis.
+
+All measurements follow the vertebra's own axes rather than the image axes, because a tilted vertebra
+(lordosis, scoliosis, a patient lying obliquely) measured along the image z axis looks taller and
+its anterior/posterior heights mix. Masks are treated as continuous fields (see
+:mod:`osteoscan.analysis.geometry`) so that lengths are sub-voxel accurate.
+
+Points and directions are in the frame of ``spacing_or_affine`` (grid mm for a spacing, LPS mm for
+an affine); see :mod:`osteoscan.analysis.geometry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+from osteoscan.analysis.constants import (
+    GENANT_MILD_LOSS,
+    GENANT_MODERATE_LOSS,
+    GENANT_SEVERE_LOSS,
+    HEIGHT_POSITIONS_FROM_POSTERIOR,
+)
+from osteoscan.analysis.geometry import (
+    ArrayLike,
+    Frame,
+    check_mask,
+    crop_to_mask,
+    mask_points_mm,
+    ray_segment,
+    sample,
+    unit,
+)
+from osteoscan.result import FractureShape, Heights
+
+log = logging.getLogger(__name__)
+
+#: Sampling step along rays, as a fraction of the smallest voxel edge (sub-voxel interpolation).
+_RAY_STEP_FRACTION = 0.1
+#: Above this angle (deg) between the PCA "height" axis and the image SI axis, PCA is not trusted.
+_MAX_PCA_TILT_DEG = 45.0
+#: Two in-plane PCA variances closer than this ratio mean a round section: use the image AP instead.
+_ROUND_SECTION_RATIO = 1.15
+#: Endplate planes are fitted over this central fraction of the AP and LR extents (rim and
+#: osteophytes excluded).
+_ENDPLATE_CENTRAL_AP = 0.6
+_ENDPLATE_CENTRAL_LR = 0.5
+#: Search range and step (deg) of the wall alignment of the AP axis (see _align_with_walls).
+_WALL_SEARCH_DEG = 20.0
+_WALL_SEARCH_STEP_DEG = 0.25
+#: Disc heights are averaged over rays within this radius of the line between body centroids.
+_DISC_CENTRAL_RADIUS_MM = 5.0
+
+
+@dataclass(frozen=True)
+class VertebralAxes:
+    """A vertebra's own orthonormal axes (unit vectors) and centroid, in the caller's frame.
+
+    ``source`` says how the superior axis was found: "neighbours" (line between neighbouring
+    centroids, as TotalSegmentator does), "pca" (smallest-variance axis of the body) or "image"
+    (fallback when PCA was ambiguous).
+    """
+
+    centroid_mm: tuple[float, float, float]
+    superior: tuple[float, float, float]
+    anterior: tuple[float, float, float]
+    left: tuple[float, float, float]
+    source: str
+
+    def tilt_deg(self, frame_superior: ArrayLike) -> float:
+        """Angle between this vertebra's superior axis and a reference (e.g. the image) axis."""
+        c = float(np.clip(np.dot(self.superior, unit(frame_superior)), -1.0, 1.0))
+        return math.degrees(math.acos(c))
+
+
+@dataclass(frozen=True)
+class HeightMeasurement:
+    """Heights plus where they were measured (mm points, for figures and audits)."""
+
+    heights: Heights
+    axes: VertebralAxes
+    ap_extent_mm: float | None
+    #: position name ("posterior", "middle", "anterior") -> (inferior point, superior point)
+    endpoints_mm: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]
+
+
+class GenantAssessment(NamedTuple):
+    """Genant semi-quantitative grade (0-3), fracture shape and the height loss that decided it."""
+
+    grade: int
+    shape: FractureShape
+    height_loss_percent: float
+
+
+def _orthonormal(superior: np.ndarray, anterior_hint: np.ndarray, left_hint: np.ndarray) -> tuple[np.ndarray, ...]:
+    s = unit(superior)
+    a = anterior_hint - np.dot(anterior_hint, s) * s
+    if np.linalg.norm(a) < 1e-6:  # superior parallel to the AP hint: use the left hint instead
+        a = np.cross(s, left_hint)
+    a = unit(a)
+    left = left_hint - np.dot(left_hint, s) * s - np.dot(left_hint, a) * a
+    if np.linalg.norm(left) < 1e-6:
+        left = np.cross(s, a)
+    return s, a, unit(left)
+
+
+def _axes_from_points(
+    pts: np.ndarray, frame: Frame, neighbour_centroids_mm: Sequence[ArrayLike] | None
+) -> VertebralAxes:
+    centroid = pts.mean(axis=0)
+    centred = pts - centroid
+    source = "pca"
+    sup: np.ndarray | None = None
+    if neighbour_centroids_mm:
+        nbs = [np.asarray(p, dtype=np.float64) for p in neighbour_centroids_mm if p is not None]
+        if len(nbs) >= 2:
+            nbs.sort(key=lambda p: float(np.dot(p, frame.superior)))
+            sup = nbs[-1] - nbs[0]
+        elif len(nbs) == 1:
+            sup = nbs[0] - centroid
+        if sup is not None and np.linalg.norm(sup) > 1e-6:
+            sup = unit(sup)
+            source = "neighbours"
+        else:
+            sup = None
+    if sup is None:
+        _w, v = np.linalg.eigh(np.cov(centred.T))
+        sup = v[:, 0]  # smallest variance: the body is lower than it is wide or deep
+        cos_max = math.cos(math.radians(_MAX_PCA_TILT_DEG))
+        if abs(float(np.dot(sup, frame.superior))) < cos_max:
+            k = int(np.argmax(np.abs(v.T @ frame.superior)))
+            sup = v[:, k]
+            source = "image" if abs(float(np.dot(sup, frame.superior))) < cos_max else "pca"
+            if source == "image":
+                sup = frame.superior.copy()
+    if np.dot(sup, frame.superior) < 0:
+        sup = -sup
+    # AP: in-plane PCA of the section perpendicular to the axis, unless the section is round.
+    proj = centred - np.outer(centred @ sup, sup)
+    w2, v2 = np.linalg.eigh(np.cov(proj.T))
+    # the two largest eigenvectors span the plane perpendicular to sup
+    cand = v2[:, 1:]
+    var = w2[1:]
+    ant_hint = frame.anterior
+    if var[1] > 0 and var[1] / max(var[0], 1e-12) >= _ROUND_SECTION_RATIO:
+        k = int(np.argmax(np.abs(cand.T @ frame.anterior)))
+        ant_hint = cand[:, k] * (1.0 if np.dot(cand[:, k], frame.anterior) >= 0 else -1.0)
+        # A vertebral body is wider (LR) than deep (AP); the smaller in-plane variance is AP. If the
+        # eigenvector nearest the image AP is the wide one, the PCA is misleading: keep image AP.
+        if k == 1:
+            ant_hint = frame.anterior
+    s, a, left = _orthonormal(sup, ant_hint, frame.left)
+    if source != "neighbours":
+        s, a, left, refined = _align_with_walls(centred, s, a, left)
+        if refined:
+            source += "+walls"
+    return VertebralAxes(tuple(centroid), tuple(s), tuple(a), tuple(left), source)  # type: ignore[arg-type]
+
+
+def _align_with_walls(
+    centred: np.ndarray, s: np.ndarray, a: np.ndarray, left: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Turn (s, a) about the left axis so that a is perpendicular to the anterior/posterior walls.
+
+    Why: the principal axes of a wedge-shaped (fractured, or L5-like) body tilt towards the sloped
+    endplate, which moves the 15/50/85 % positions and biases heights by millimetres. The walls stay
+    parallel to the vertebra's original axis, and the AP width of the body's sagittal projection
+    (its caliper width) is smallest exactly when measured perpendicular to them - whatever the
+    endplates do. We search +-20 deg around the PCA estimate; a minimum at the search boundary means
+    no wall-defined minimum (e.g. an extremely flat body) and the PCA axes are kept.
+    """
+    p2 = np.stack([centred @ a, centred @ s], axis=1)
+    try:
+        hull = p2[ConvexHull(p2).vertices]
+    except (QhullError, ValueError):  # degenerate (flat) point sets: nothing to refine
+        return s, a, left, False
+    deltas = np.radians(np.arange(-_WALL_SEARCH_DEG, _WALL_SEARCH_DEG + 1e-9, _WALL_SEARCH_STEP_DEG))
+    dirs = np.stack([np.cos(deltas), np.sin(deltas)], axis=0)  # (2, n): a' = cos d * a + sin d * s
+    proj = hull @ dirs
+    widths = proj.max(axis=0) - proj.min(axis=0)
+    k = int(np.argmin(widths))
+    if k in (0, len(deltas) - 1):
+        return s, a, left, False
+    d = float(deltas[k])
+    a2 = math.cos(d) * a + math.sin(d) * s
+    s2 = -math.sin(d) * a + math.cos(d) * s
+    return unit(s2), unit(a2), left, True
+
+
+def vertebral_axis(
+    body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    neighbour_centroids_mm: Sequence[ArrayLike] | None = None,
+) -> VertebralAxes | None:
+    """The vertebra's own superior (cranial) and anterior axes.
+
+    With neighbour centroids (the vertebrae above and/or below, mm in the same frame) the superior
+    axis is the line between them (or from this centroid to the only neighbour), as TotalSegmentator
+    tilts its sagittal cut; otherwise it is the body's smallest-variance principal axis (a vertebral
+    body is lower than it is wide or deep). The anterior axis is the in-plane principal axis nearest
+    the image's anterior direction, orthogonalised. Returns None for an empty mask.
+    """
+    mask = check_mask(body_mask, "body_mask")
+    frame = Frame.from_geometry(spacing_or_affine)
+    pts = mask_points_mm(mask, frame)
+    if len(pts) < 4:
+        return None
+    return _axes_from_points(pts, frame, neighbour_centroids_mm)
+
+
+def _step(frame: Frame) -> float:
+    return float(frame.voxel_mm.min()) * _RAY_STEP_FRACTION
+
+
+def measure_heights(
+    body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    axes: VertebralAxes | None = None,
+    neighbour_centroids_mm: Sequence[ArrayLike] | None = None,
+) -> HeightMeasurement | None:
+    """Heights with their measurement points; see :func:`vertebral_heights`. None for an empty mask."""
+    mask = check_mask(body_mask, "body_mask")
+    frame0 = Frame.from_geometry(spacing_or_affine)
+    cropped = crop_to_mask(mask, margin=2)
+    if cropped is None:
+        return None
+    field, lo = cropped
+    frame = frame0.shifted(lo)
+    if axes is None:
+        pts = mask_points_mm(field > 0.5, frame)
+        if len(pts) < 4:
+            return None
+        axes = _axes_from_points(pts, frame, neighbour_centroids_mm)
+    c = np.asarray(axes.centroid_mm)
+    s = np.asarray(axes.superior)
+    a = np.asarray(axes.anterior)
+    step = _step(frame)
+    half = float(np.linalg.norm(frame.matrix @ np.asarray(field.shape, dtype=np.float64)))  # > any chord
+
+    # AP extent of the mid-sagittal section (plane through the centroid spanned by s and a).
+    grid_step = max(step * 2.5, 0.2)
+    u = np.arange(-half / 2, half / 2 + grid_step / 2, grid_step)
+    ss, aa = np.meshgrid(u, u, indexing="ij")
+    plane = c + ss[..., None] * s + aa[..., None] * a
+    inside = sample(field, frame, plane) >= 0.5
+    if not inside.any():
+        return HeightMeasurement(Heights(), axes, None, {})
+    a_in, s_in = aa[inside], ss[inside]
+    i_post, i_ant = int(np.argmin(a_in)), int(np.argmax(a_in))
+    # refine both AP ends on the row (constant s) where the grid found them
+    a_post = _refine_end(field, frame, c, s, a, float(s_in[i_post]), float(a_in[i_post]), -1, step)
+    a_ant = _refine_end(field, frame, c, s, a, float(s_in[i_ant]), float(a_in[i_ant]), +1, step)
+    extent = a_ant - a_post
+
+    # Column heights at 15/50/85 % of the AP extent from the posterior wall.
+    s_mid = float(ss[inside].mean())
+    values: dict[str, float | None] = {}
+    ends: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {}
+    for name, f in zip(("posterior", "middle", "anterior"), HEIGHT_POSITIONS_FROM_POSTERIOR):
+        origin = c + (a_post + f * extent) * a
+        seg = ray_segment(field, frame, origin, s, half / 2, step, prefer_t=s_mid)
+        if seg is None:
+            values[name] = None
+            continue
+        values[name] = seg[1] - seg[0]
+        ends[name] = (tuple(origin + seg[0] * s), tuple(origin + seg[1] * s))  # type: ignore[assignment]
+    h = Heights(anterior=values["anterior"], middle=values["middle"], posterior=values["posterior"])
+    return HeightMeasurement(h, axes, extent, ends)
+
+
+def _refine_end(
+    field: np.ndarray, frame: Frame, c: np.ndarray, s: np.ndarray, a: np.ndarray,
+    s_row: float, a_inside: float, sign: int, step: float,
+) -> float:
+    """Sub-voxel AP end of the section, along the row at height ``s_row`` from an inside sample."""
+    origin = c + s_row * s + a_inside * a
+    seg = ray_segment(field, frame, origin, a, 4.0 * float(frame.voxel_mm.max()), step, prefer_t=0.0)
+    if seg is None:  # the grid sample was inside, so this only happens at the 0.5 level exactly
+        return a_inside
+    return a_inside + (seg[1] if sign > 0 else seg[0])
+
+
+def vertebral_heights(
+    body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    axes: VertebralAxes | None = None,
+    neighbour_centroids_mm: Sequence[ArrayLike] | None = None,
+) -> Heights:
+    """Posterior, middle and anterior heights (mm) of a vertebral body on its mid-sagittal plane.
+
+    The plane passes through the body centroid and is spanned by the vertebra's own superior and
+    anterior axes (``axes``, or :func:`vertebral_axis` of the mask / its neighbours). The AP extent
+    of the body on that plane is found at sub-voxel precision; heights are the lengths, along the
+    superior axis, of the body at 15 %, 50 % and 85 % of that extent from the posterior wall
+    (TotalSegmentator's positions). Each length is the inside run of the interpolated mask that
+    contains the section's mid-height (or the longest run when the column is interrupted).
+    A position the body does not reach is None; an empty mask gives ``Heights()`` (all None).
+    """
+    m = measure_heights(body_mask, spacing_or_affine, axes, neighbour_centroids_mm)
+    return Heights() if m is None else m.heights
+
+
+def height_ratio_min(heights: Heights) -> float | None:
+    """min/max of the three heights (1 = no loss; TotalSegmentator flags 1 - this > 0.2)."""
+    hs = [h for h in (heights.anterior, heights.middle, heights.posterior) if h is not None]
+    if len(hs) < 3 or max(hs) <= 0:
+        return None
+    return min(hs) / max(hs)
+
+
+def genant_grade_from_loss(loss_fraction: float) -> int:
+    """Genant grade for a fractional height loss: <0.20 -> 0, [0.20, 0.25) -> 1, [0.25, 0.40] -> 2, >0.40 -> 3."""
+    if loss_fraction > GENANT_SEVERE_LOSS:
+        return 3
+    if loss_fraction >= GENANT_MODERATE_LOSS:
+        return 2
+    if loss_fraction >= GENANT_MILD_LOSS:
+        return 1
+    return 0
+
+
+def _ratio_loss(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return 1.0 - num / den
+
+
+def genant_grade(
+    heights: Heights, neighbour_heights: Sequence[Heights] | None = None
+) -> GenantAssessment | None:
+    """Genant grade 0-3, fracture shape and height loss (%) from the three heights.
+
+    Losses considered (fractions; the largest decides grade and shape):
+
+    * wedge: ``1 - Ha/Hp`` (anterior vs posterior of the same vertebra);
+    * biconcave: ``1 - Hm/Hp`` (middle vs posterior);
+    * with neighbours (the adjacent vertebrae's heights, fractured ones excluded by the caller),
+      each height is also compared with the neighbours' mean at the same position,
+      ``l_x = 1 - Hx/mean(neighbours' Hx)``: ``l_a`` counts as wedge, ``l_m`` as biconcave,
+      ``l_p`` as crush; and when *all three* are reduced by at least the grade-1 threshold the shape
+      is crush with loss ``max(l_a, l_m, l_p)``.
+
+    A naturally taller anterior (L4/L5 lordotic shape) is not a loss: ratios above 1 count as 0.
+    Without neighbours a uniform (crush) collapse cannot be seen; the result is then based on the
+    intra-vertebral ratios only. Returns None when the posterior height is missing and no neighbour
+    comparison is possible.
+    """
+    ha, hm, hp = heights.anterior, heights.middle, heights.posterior
+    wedge: list[float] = []
+    bicon: list[float] = []
+    crush: list[float] = []
+    own_w, own_b = _ratio_loss(ha, hp), _ratio_loss(hm, hp)
+    if own_w is not None:
+        wedge.append(own_w)
+    if own_b is not None:
+        bicon.append(own_b)
+    nb_losses: dict[str, float] = {}
+    if neighbour_heights:
+        for pos, own in (("anterior", ha), ("middle", hm), ("posterior", hp)):
+            refs = [getattr(n, pos) for n in neighbour_heights if getattr(n, pos) is not None]
+            loss = _ratio_loss(own, float(np.mean(refs)) if refs else None)
+            if loss is not None:
+                nb_losses[pos] = loss
+        if "anterior" in nb_losses:
+            wedge.append(nb_losses["anterior"])
+        if "middle" in nb_losses:
+            bicon.append(nb_losses["middle"])
+        if "posterior" in nb_losses:
+            crush.append(nb_losses["posterior"])
+    if not (wedge or bicon or crush):
+        return None
+    if len(nb_losses) == 3 and min(nb_losses.values()) >= GENANT_MILD_LOSS:
+        loss = max(nb_losses.values())
+        return GenantAssessment(genant_grade_from_loss(loss), FractureShape.CRUSH, 100.0 * loss)
+    candidates = [
+        (max(wedge, default=-math.inf), FractureShape.WEDGE),
+        (max(bicon, default=-math.inf), FractureShape.BICONCAVE),
+        (max(crush, default=-math.inf), FractureShape.CRUSH),
+    ]
+    loss, shape = max(candidates, key=lambda x: x[0])
+    loss = max(loss, 0.0)
+    grade = genant_grade_from_loss(loss)
+    return GenantAssessment(grade, shape if grade > 0 else FractureShape.NONE, 100.0 * loss)
+
+
+def disc_height(
+    upper_body_mask: np.ndarray,
+    lower_body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    axis: ArrayLike | None = None,
+    central_radius_mm: float = _DISC_CENTRAL_RADIUS_MM,
+) -> float | None:
+    """Mean distance (mm) between the inferior endplate above and the superior endplate below.
+
+    Measured along the local spine axis (``axis``, default the line between the two body centroids)
+    on rays through a disc of ``central_radius_mm`` around that line at mid-disc, i.e. the central
+    disc height. Touching or overlapping bodies give 0. None when a mask is empty or no ray meets
+    both bodies.
+    """
+    up = check_mask(upper_body_mask, "upper_body_mask")
+    low = check_mask(lower_body_mask, "lower_body_mask")
+    if up.shape != low.shape:
+        raise ValueError(f"upper and lower body masks differ in shape: {up.shape} vs {low.shape}")
+    frame0 = Frame.from_geometry(spacing_or_affine)
+    both = crop_to_mask(up | low, margin=2)
+    if both is None or not up.any() or not low.any():
+        return None
+    _, lo = both
+    hi = lo + np.asarray(both[0].shape)
+    sl = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
+    pad = [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(lo, hi, up.shape)]
+    fu = np.pad(up[sl].astype(np.float32), pad)
+    fl = np.pad(low[sl].astype(np.float32), pad)
+    frame = frame0.shifted(lo)
+    cu = frame.to_mm(np.argwhere(fu > 0.5).mean(axis=0))
+    cl = frame.to_mm(np.argwhere(fl > 0.5).mean(axis=0))
+    d = float(np.linalg.norm(cu - cl))
+    if d < 1e-6:
+        return None
+    ax = unit(cu - cl) if axis is None else unit(axis)
+    if np.dot(ax, cu - cl) < 0:
+        ax = -ax
+    e1 = unit(np.cross(ax, frame.left if abs(np.dot(ax, frame.left)) < 0.9 else frame.anterior))
+    e2 = np.cross(ax, e1)
+    mid = (cu + cl) / 2
+    step = _step(frame)
+    t = np.arange(-d, d + step / 2, step)
+    r = np.arange(-central_radius_mm, central_radius_mm + 1e-9, max(float(frame.voxel_mm.min()), 0.5))
+    gaps = []
+    for x in r:
+        for y in r:
+            if x * x + y * y > central_radius_mm**2:
+                continue
+            pts = mid + x * e1 + y * e2 + t[:, None] * ax
+            vu, vl = sample(fu, frame, pts), sample(fl, frame, pts)
+            iu, il = np.flatnonzero(vu >= 0.5), np.flatnonzero(vl >= 0.5)
+            if iu.size == 0 or il.size == 0:
+                continue
+            tu = _crossing(t, vu, iu[0], -1)  # lowest point of the upper body on this ray
+            tl = _crossing(t, vl, il[-1], +1)  # highest point of the lower body
+            gaps.append(max(tu - tl, 0.0))
+    if not gaps:
+        return None
+    return float(np.mean(gaps))
+
+
+def _crossing(t: np.ndarray, v: np.ndarray, i: int, direction: int) -> float:
+    """Interpolated 0.5 crossing between inside sample ``i`` and its outside neighbour i+direction."""
+    j = i + direction
+    if j < 0 or j >= len(t):
+        return float(t[i])
+    return float(t[i] + (v[i] - 0.5) / (v[i] - v[j]) * (t[j] - t[i]))
+
+
+@dataclass(frozen=True)
+class EndplatePlane:
+    """A least-squares plane through endplate surface points; normal points cranially."""
+
+    point_mm: tuple[float, float, float]
+    normal: tuple[float, float, float]
+    n_points: int
+    rms_mm: float
+
+
+def endplate_plane(
+    body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    which: str,
+    axes: VertebralAxes | None = None,
+) -> EndplatePlane | None:
+    """Fit a plane to the superior or inferior endplate of a body.
+
+    Rays parallel to the vertebra's superior axis are cast over the central part of the body
+    (``_ENDPLATE_CENTRAL_AP`` x ``_ENDPLATE_CENTRAL_LR`` of its extents, so that rims and osteophytes
+    do not tilt the plane); the sub-voxel top (or bottom) of each column is a surface point, and a
+    plane is fitted to them by SVD. None for an empty mask or fewer than 6 surface points.
+    """
+    if which not in ("superior", "inferior"):
+        raise ValueError(f"which must be 'superior' or 'inferior'; got {which!r}")
+    mask = check_mask(body_mask, "body_mask")
+    frame0 = Frame.from_geometry(spacing_or_affine)
+    cropped = crop_to_mask(mask, margin=2)
+    if cropped is None:
+        return None
+    field, lo = cropped
+    frame = frame0.shifted(lo)
+    pts = mask_points_mm(field > 0.5, frame)
+    if len(pts) < 4:
+        return None
+    if axes is None:
+        axes = _axes_from_points(pts, frame, None)
+    c, s, a, lft = (np.asarray(v) for v in (axes.centroid_mm, axes.superior, axes.anterior, axes.left))
+    rel = pts - c
+    pa, pl = rel @ a, rel @ lft
+    a_lo, a_hi = np.quantile(pa, [0.5 - _ENDPLATE_CENTRAL_AP / 2, 0.5 + _ENDPLATE_CENTRAL_AP / 2])
+    l_lo, l_hi = np.quantile(pl, [0.5 - _ENDPLATE_CENTRAL_LR / 2, 0.5 + _ENDPLATE_CENTRAL_LR / 2])
+    g = max(float(frame.voxel_mm.min()), 0.5)
+    step = _step(frame)
+    half = float(np.linalg.norm(frame.matrix @ np.asarray(field.shape, dtype=np.float64)))
+    surface = []
+    for x in np.arange(a_lo, a_hi + 1e-9, g):
+        for y in np.arange(l_lo, l_hi + 1e-9, g):
+            seg = ray_segment(field, frame, c + x * a + y * lft, s, half / 2, step, prefer_t=0.0)
+            if seg is None:
+                continue
+            t_end = seg[1] if which == "superior" else seg[0]
+            surface.append(c + x * a + y * lft + t_end * s)
+    if len(surface) < 6:
+        return None
+    sp = np.asarray(surface)
+    centre = sp.mean(axis=0)
+    _, sv, vt = np.linalg.svd(sp - centre, full_matrices=False)
+    normal = vt[2]
+    if np.dot(normal, s) < 0:
+        normal = -normal
+    rms = float(sv[2] / math.sqrt(len(sp)))
+    return EndplatePlane(tuple(centre), tuple(normal), len(sp), rms)  # type: ignore[arg-type]
+
+
+def sagittal_tilt_deg(normal: ArrayLike, spacing_or_affine: ArrayLike) -> float:
+    """Tilt (deg) of a cranially pointing normal in the image's sagittal plane; + = towards posterior."""
+    frame = Frame.from_geometry(spacing_or_affine)
+    n = np.asarray(normal, dtype=np.float64)
+    return math.degrees(math.atan2(float(np.dot(n, -frame.anterior)), float(np.dot(n, frame.superior))))
+
+
+def lumbar_lordosis_deg(
+    upper_body_mask: np.ndarray,
+    lower_body_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    lower_plate: str = "inferior",
+    upper_axes: VertebralAxes | None = None,
+    lower_axes: VertebralAxes | None = None,
+) -> float | None:
+    """Cobb-like lumbar lordosis angle (deg) between L1's superior and L5's inferior endplate.
+
+    ``upper_body_mask`` is L1's body; ``lower_body_mask`` is L5's body (``lower_plate="inferior"``)
+    or S1/the sacrum (``lower_plate="superior"``, pass ``lower_axes`` if the sacrum's principal axes
+    are not a good endplate direction). Each endplate normal is projected on the image's sagittal
+    plane and its tilt measured towards posterior (:func:`sagittal_tilt_deg`); the angle is
+    ``tilt(L1 superior) - tilt(lower plate)``.
+
+    Sign convention: **positive = lordosis** (the segment is concave posteriorly: the L1 endplate
+    faces cranially-posteriorly, the L5 endplate cranially-anteriorly), negative = kyphosis of the
+    segment. None when an endplate cannot be fitted.
+    """
+    if lower_plate not in ("superior", "inferior"):
+        raise ValueError(f"lower_plate must be 'inferior' (L5) or 'superior' (S1); got {lower_plate!r}")
+    top = endplate_plane(upper_body_mask, spacing_or_affine, "superior", upper_axes)
+    bottom = endplate_plane(lower_body_mask, spacing_or_affine, lower_plate, lower_axes)
+    if top is None or bottom is None:
+        log.info("lordosis not measured: an endplate could not be fitted")
+        return None
+    return sagittal_tilt_deg(top.normal, spacing_or_affine) - sagittal_tilt_deg(bottom.normal, spacing_or_affine)
