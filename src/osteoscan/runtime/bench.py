@@ -93,14 +93,15 @@ def default_input_shape(source: ModelSource, batch_size: int) -> tuple[int, ...]
 
 
 def run_model_bench(
-    models: Sequence[Any],
+    models: Sequence[Any] | None = None,
     backends: Sequence[str] = ("openvino", "onnxruntime", "torch"),
-    devices: Sequence[str] = ("cpu",),
+    devices: Sequence[str] | None = None,
     precisions: Sequence[str] = ("fp32", "bf16", "int8"),
     *,
-    batch_size: int = 1,
-    n_runs: int = 5,
+    device: str | None = None,
+    repeats: int = 5,
     n_warmup: int = 1,
+    batch_size: int = 1,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     config: RuntimeConfig | None = None,
     cold_cache: bool = True,
@@ -110,14 +111,21 @@ def run_model_bench(
 ) -> list[BenchRow]:
     """Benchmark every combination; returns rows in loop order (model, back-end, device, precision).
 
-    ``models``: specs / names / paths / ModelSources. ``input_shapes`` overrides the input shape
-    per model name (default ``(batch_size, in_channels, *patch_size)``). With ``cold_cache`` each
-    row compiles from scratch in a fresh cache folder (int8 artifacts are still looked up in
-    ``config.model_dir``).
+    Args:
+        models: specs / names / paths / ModelSources; default: every shipped model with weights.
+        devices: devices to try (default ``[device or "cpu"]``).
+        repeats: timed runs per row (after ``n_warmup`` untimed ones, the first of which is the
+            timed first call).
+        input_shapes: input shape per model name (default ``(batch_size, in_channels, *patch)``).
+        cold_cache: compile each row from scratch in a fresh cache folder (int8 artifacts are still
+            looked up in ``config.model_dir``), so ``first_call_s`` includes ONNX->IR + compile.
     """
     from osteoscan.runtime.api import create_session
 
     base = config or RuntimeConfig()
+    if models is None:
+        models = shipped_models()
+    devices = list(devices) if devices else [device or "cpu"]
     _preload(backends)  # library import cost must not land in the first row's memory/first call
     rng = np.random.default_rng(seed)
     rows: list[BenchRow] = []
@@ -131,9 +139,24 @@ def run_model_bench(
                     with tempfile.TemporaryDirectory(prefix="osteoscan-bench-") as tmp:
                         cfg = RuntimeConfig(cache_dir=Path(tmp), model_dir=base.model_dir) if cold_cache else base
                         rows.append(_bench_one(create_session, source, backend, device, precision, hint, cfg, x,
-                                               n_runs, n_warmup, num_threads))
+                                               repeats, n_warmup, num_threads))
                     log.info("bench %s", rows[-1])
     return rows
+
+
+def shipped_models() -> list[Any]:
+    """Specs of the shipped models whose weights are present (none -> ModelError)."""
+    from osteoscan.models.registry import MODEL_NAMES, get_spec
+
+    specs = []
+    for name in MODEL_NAMES:
+        try:
+            specs.append(get_spec(name))
+        except ModelError as exc:
+            log.warning("bench: skipping %s (%s)", name, exc)
+    if not specs:
+        raise ModelError("no shipped model weights found to benchmark; train/export them first (osteoscan train)")
+    return specs
 
 
 def _preload(backends: Sequence[str]) -> None:
@@ -184,6 +207,11 @@ def _bench_one(create_session: Any, source: ModelSource, backend: str, device: s
         first_call_s=first,
         n_runs=n_runs,
     )
+
+
+def format_rows(rows: Sequence[BenchRow]) -> str:
+    """Alias of :func:`format_bench_table` (the name ``osteoscan bench --models`` uses)."""
+    return format_bench_table(rows)
 
 
 def speedups(rows: Sequence[BenchRow], baseline: tuple[str, str] = ("torch", "fp32")) -> dict[int, float]:
