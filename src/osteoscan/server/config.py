@@ -50,7 +50,8 @@ retry_delay_s = 5.0
 
 [jobs]
 data_dir = "osteoscan-data" # job database, inputs, outputs; relative = to the config file's folder
-workers = 1                 # worker processes; each loads the models once and keeps them warm
+workers = 1                 # worker processes, each loads the models once and keeps them warm;
+                            # 0 = maintenance mode: studies are accepted and queued, none is run
 max_attempts = 2            # a job whose worker died is retried until it has run this many times
 retain_inputs = true        # keep the input of each job (needed by re-run and the viewer's slices)
 
@@ -129,7 +130,7 @@ class ServerConfig:
             1 <= len(self.dicom.ae_title) <= 16, "dicom.ae_title", self.dicom.ae_title, "use 1..16 characters"
         )
         _check(self.dicom.quiet_period_s >= 0, "dicom.quiet_period_s", self.dicom.quiet_period_s, "use >= 0")
-        _check(self.jobs.workers >= 1, "jobs.workers", self.jobs.workers, "use at least 1")
+        _check(self.jobs.workers >= 0, "jobs.workers", self.jobs.workers, "use 0 (queue only) or more")
         _check(self.jobs.max_attempts >= 1, "jobs.max_attempts", self.jobs.max_attempts, "use at least 1")
         dest = self.dicom.destination
         _check(dest.retries >= 0, "dicom.destination.retries", dest.retries, "use >= 0")

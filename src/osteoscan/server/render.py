@@ -57,6 +57,7 @@ class StudyImages:
     labels: np.ndarray | None  # same shape as ct
     tissue: np.ndarray | None  # 2-D (P, L) Tissue map
     tissue_index: int | None  # axial index of the tissue slice
+    spine_index: int | None = None  # sagittal index through the middle of the vertebral bodies
 
     def n_slices(self, plane: str) -> int:
         return self.ct.shape[0] if plane == "axial" else self.ct.shape[2]
@@ -68,6 +69,7 @@ class StudyImages:
             "slices": {p: self.n_slices(p) for p in PLANES},
             "has_labels": self.labels is not None,
             "tissue_index": self.tissue_index,
+            "spine_index": self.spine_index,
         }
 
 
@@ -106,8 +108,14 @@ def load_study_images(input_path: Path, series_uid: str | None, out_dir: Path,
         if tissue is None:
             log.warning("%s (shape %s) does not fit the CT slice %s: no tissue overlay", tissue_files[0],
                         arr.shape, ct.shape[1:])
+    spine_index = None
+    if labels is not None:
+        cols = np.nonzero((labels >= _VERTEBRA_LABEL_MIN).any(axis=(0, 1)))[0]
+        if cols.size:
+            spine_index = int(np.median(cols))
     return StudyImages(ct=ct, spacing=tuple(float(s) for s in vol.spacing), labels=labels,
-                       tissue=None if tissue is None else tissue.astype(np.int32), tissue_index=tissue_index)
+                       tissue=None if tissue is None else tissue.astype(np.int32), tissue_index=tissue_index,
+                       spine_index=spine_index)
 
 
 class ImageCache:

@@ -85,7 +85,7 @@ class Service:
         dicom = {"enabled": self.config.dicom.enabled}
         if self.node is not None:
             dicom.update(listening=self.node.listening, ae_title=self.config.dicom.ae_title, port=self.node.port)
-        ok = live["workers_alive"] >= 1 and (not self.config.dicom.enabled or bool(dicom.get("listening")))
+        ok = live["workers_alive"] >= live["workers_configured"] and (not self.config.dicom.enabled or bool(dicom.get("listening")))
         return {
             "status": "ok" if ok else "degraded",
             "version": __version__,
