@@ -259,8 +259,9 @@ def _frames_of(path: Path, ds: "Dataset") -> list[_Frame]:
         for f in range(n_frames):
             def item(seq_name: str, f: int = f):
                 for groups in (per_frame[f], shared[0] if shared else None):
-                    if groups is not None and seq_name in groups and len(groups[seq_name]):
-                        return groups[seq_name][0]
+                    seq = groups.get(seq_name) if groups is not None else None
+                    if seq:
+                        return seq[0]
                 return None
 
             pos = item("PlanePositionSequence")
