@@ -48,10 +48,14 @@ def load_study(path: str | Path, series_uid: str | None = None) -> LoadedStudy:
     Raises:
         InputError: unreadable input; UnsupportedSeriesError: not a CT.
     """
-    from osteoscan.io import load_study_input
+    from osteoscan.io.dicom import load_dicom_series
+    from osteoscan.io.load import load_ct
+    from osteoscan.io.nifti import is_nifti_path
 
-    volume, datasets = load_study_input(path, series_uid=series_uid)
-    return LoadedStudy(volume=volume, source_datasets=datasets, input_path=str(path))
+    if is_nifti_path(path):
+        return LoadedStudy(volume=load_ct(path), source_datasets=None, input_path=str(path))
+    series = load_dicom_series(path, series_uid=series_uid)
+    return LoadedStudy(volume=series.volume, source_datasets=tuple(series.datasets), input_path=str(path))
 
 
 def z_extent_mm(volume: CTVolume) -> float:
