@@ -206,3 +206,24 @@ def test_endplate_plane_of_a_wedge(synth) -> None:
     assert sagittal_tilt_deg(sup.normal, ISO) == pytest.approx(10.0 - slope, abs=2.0)
     with pytest.raises(ValueError, match="superior"):
         endplate_plane(mask, ISO, "top")
+
+
+def test_neighbours_give_the_expected_height() -> None:
+    """A lumbar vertebra is naturally taller anteriorly: its own Ha/Hp underestimates a wedge."""
+    lumbar_wedge = Heights(anterior=19.6, middle=24.0, posterior=25.0)
+    alone = genant_grade(lumbar_wedge)
+    assert alone.grade == 1 and alone.height_loss_percent == pytest.approx(21.6)
+    nbs = [Heights(anterior=28.0, middle=26.0, posterior=25.0), Heights(anterior=28.0, middle=26.5, posterior=25.5)]
+    g = genant_grade(lumbar_wedge, nbs)
+    assert (g.grade, g.shape) == (2, FractureShape.WEDGE) and g.height_loss_percent == pytest.approx(30.0)
+    # unfractured with the same neighbours: grade 0
+    assert genant_grade(Heights(anterior=28.0, middle=26.0, posterior=25.2), nbs).grade == 0
+
+
+def test_a_fractured_neighbour_is_not_the_reference() -> None:
+    crushed_neighbour = Heights(15.0, 15.0, 15.0)
+    # averaged with the crushed neighbour the reference would be 20 mm and this crush (17 mm,
+    # 32 % below the intact neighbour) would pass as normal
+    g = genant_grade(Heights(17.0, 17.0, 17.0), [Heights(25.0, 25.0, 25.0), crushed_neighbour])
+    assert (g.grade, g.shape) == (2, FractureShape.CRUSH) and g.height_loss_percent == pytest.approx(32.0)
+    assert genant_grade(Heights(25.0, 24.5, 25.0), [Heights(25.5, 25.0, 25.5), crushed_neighbour]).grade == 0

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Sampling step along rays, as a fraction of the smallest voxel edge (sub-voxel interpolation).
 _RAY_STEP_FRACTION = 0.1
+#: Coarser step for endplate rays: many rays, and the crossing is interpolated between samples.
+_ENDPLATE_RAY_STEP_FRACTION = 0.25
 #: Above this angle (deg) between the PCA "height" axis and the image SI axis, PCA is not trusted.
 _MAX_PCA_TILT_DEG = 45.0
 #: Two in-plane PCA variances closer than this ratio mean a round section: use the image AP instead.
@@ -330,53 +332,73 @@ def _ratio_loss(num: float | None, den: float | None) -> float | None:
     return 1.0 - num / den
 
 
+def _expected_heights(neighbour_heights: Sequence[Heights]) -> tuple[dict[str, float], float | None]:
+    """Position-wise reference heights and the expected (unfractured) height from the neighbours.
+
+    The reference at each position is the neighbours' mean; the expected height is the largest
+    reference (Genant compares with the vertebra's normal height, whose largest value is what the
+    fracture took away from). When two neighbours' largest heights differ by more than the grade-1
+    threshold, one of them is probably fractured itself and only the taller one is used.
+    """
+    usable = [n for n in neighbour_heights if any(getattr(n, p) is not None for p in _POSITIONS)]
+    if len(usable) == 2:
+        m = [max(h for h in (n.anterior, n.middle, n.posterior) if h is not None) for n in usable]
+        if min(m) < (1.0 - GENANT_MILD_LOSS) * max(m):
+            usable = [usable[int(np.argmax(m))]]
+    refs: dict[str, float] = {}
+    for pos in _POSITIONS:
+        vals = [getattr(n, pos) for n in usable if getattr(n, pos) is not None]
+        if vals:
+            refs[pos] = float(np.mean(vals))
+    return refs, (max(refs.values()) if refs else None)
+
+
+_POSITIONS = ("anterior", "middle", "posterior")
+
+
 def genant_grade(
     heights: Heights, neighbour_heights: Sequence[Heights] | None = None
 ) -> GenantAssessment | None:
     """Genant grade 0-3, fracture shape and height loss (%) from the three heights.
 
-    Losses considered (fractions; the largest decides grade and shape):
+    Losses (fractions of a reference height; the largest decides grade and shape):
 
-    * wedge: ``1 - Ha/Hp`` (anterior vs posterior of the same vertebra);
-    * biconcave: ``1 - Hm/Hp`` (middle vs posterior);
-    * with neighbours (the adjacent vertebrae's heights, fractured ones excluded by the caller),
-      each height is also compared with the neighbours' mean at the same position,
-      ``l_x = 1 - Hx/mean(neighbours' Hx)``: ``l_a`` counts as wedge, ``l_m`` as biconcave,
-      ``l_p`` as crush; and when *all three* are reduced by at least the grade-1 threshold the shape
-      is crush with loss ``max(l_a, l_m, l_p)``.
+    * wedge ``1 - Ha/Hp`` and biconcave ``1 - Hm/Hp``: against the posterior height of the same
+      vertebra (the classic morphometric ratios);
+    * with neighbours (the adjacent vertebrae's heights): against the expected height ``E`` = the
+      largest of the neighbours' position-wise mean heights (see :func:`_expected_heights`):
+      ``1 - Ha/E`` (wedge), ``1 - Hm/E`` (biconcave), ``1 - Hp/E`` (crush). When *all three*
+      heights are reduced by at least 20 % against the neighbours' heights at the same position,
+      the shape is crush and the loss ``1 - min(H)/E``.
 
-    A naturally taller anterior (L4/L5 lordotic shape) is not a loss: ratios above 1 count as 0.
+    A naturally taller anterior (L4/L5 lordotic shape) is not a loss: negative losses count as 0.
     Without neighbours a uniform (crush) collapse cannot be seen; the result is then based on the
-    intra-vertebral ratios only. Returns None when the posterior height is missing and no neighbour
-    comparison is possible.
+    intra-vertebral ratios only. Returns None when neither the posterior height nor a neighbour
+    comparison is available.
     """
-    ha, hm, hp = heights.anterior, heights.middle, heights.posterior
+    own = {"anterior": heights.anterior, "middle": heights.middle, "posterior": heights.posterior}
     wedge: list[float] = []
     bicon: list[float] = []
     crush: list[float] = []
-    own_w, own_b = _ratio_loss(ha, hp), _ratio_loss(hm, hp)
-    if own_w is not None:
-        wedge.append(own_w)
-    if own_b is not None:
-        bicon.append(own_b)
-    nb_losses: dict[str, float] = {}
+    for bucket, loss in ((wedge, _ratio_loss(own["anterior"], own["posterior"])),
+                         (bicon, _ratio_loss(own["middle"], own["posterior"]))):
+        if loss is not None:
+            bucket.append(loss)
     if neighbour_heights:
-        for pos, own in (("anterior", ha), ("middle", hm), ("posterior", hp)):
-            refs = [getattr(n, pos) for n in neighbour_heights if getattr(n, pos) is not None]
-            loss = _ratio_loss(own, float(np.mean(refs)) if refs else None)
+        refs, expected = _expected_heights(neighbour_heights)
+        for bucket, pos in ((wedge, "anterior"), (bicon, "middle"), (crush, "posterior")):
+            loss = _ratio_loss(own[pos], expected)
             if loss is not None:
-                nb_losses[pos] = loss
-        if "anterior" in nb_losses:
-            wedge.append(nb_losses["anterior"])
-        if "middle" in nb_losses:
-            bicon.append(nb_losses["middle"])
-        if "posterior" in nb_losses:
-            crush.append(nb_losses["posterior"])
+                bucket.append(loss)
+        positionwise = [_ratio_loss(own[p], refs.get(p)) for p in _POSITIONS]
+        hs = [h for h in own.values() if h is not None]
+        if expected is not None and len(hs) == 3 and all(
+            lp is not None and lp >= GENANT_MILD_LOSS for lp in positionwise
+        ):
+            loss = max(1.0 - min(hs) / expected, 0.0)
+            return GenantAssessment(genant_grade_from_loss(loss), FractureShape.CRUSH, 100.0 * loss)
     if not (wedge or bicon or crush):
         return None
-    if len(nb_losses) == 3 and min(nb_losses.values()) >= GENANT_MILD_LOSS:
-        loss = max(nb_losses.values())
-        return GenantAssessment(genant_grade_from_loss(loss), FractureShape.CRUSH, 100.0 * loss)
     candidates = [
         (max(wedge, default=-math.inf), FractureShape.WEDGE),
         (max(bicon, default=-math.inf), FractureShape.BICONCAVE),
@@ -431,22 +453,49 @@ def disc_height(
     step = _step(frame)
     t = np.arange(-d, d + step / 2, step)
     r = np.arange(-central_radius_mm, central_radius_mm + 1e-9, max(float(frame.voxel_mm.min()), 0.5))
-    gaps = []
-    for x in r:
-        for y in r:
-            if x * x + y * y > central_radius_mm**2:
-                continue
-            pts = mid + x * e1 + y * e2 + t[:, None] * ax
-            vu, vl = sample(fu, frame, pts), sample(fl, frame, pts)
-            iu, il = np.flatnonzero(vu >= 0.5), np.flatnonzero(vl >= 0.5)
-            if iu.size == 0 or il.size == 0:
-                continue
-            tu = _crossing(t, vu, iu[0], -1)  # lowest point of the upper body on this ray
-            tl = _crossing(t, vl, il[-1], +1)  # highest point of the lower body
-            gaps.append(max(tu - tl, 0.0))
-    if not gaps:
+    xx, yy = np.meshgrid(r, r, indexing="ij")
+    keep = xx**2 + yy**2 <= central_radius_mm**2
+    starts = mid + xx[keep][:, None] * e1 + yy[keep][:, None] * e2  # (rays, 3)
+    pts = starts[:, None, :] + t[None, :, None] * ax  # (rays, samples, 3)
+    vu, vl = sample(fu, frame, pts), sample(fl, frame, pts)
+    inside_u, inside_l = vu >= 0.5, vl >= 0.5
+    ok = inside_u.any(axis=1) & inside_l.any(axis=1)
+    if not ok.any():
         return None
-    return float(np.mean(gaps))
+    rows = np.flatnonzero(ok)
+    iu = inside_u[rows].argmax(axis=1)  # first (lowest) inside sample of the upper body
+    il = inside_l.shape[1] - 1 - inside_l[rows, ::-1].argmax(axis=1)  # last (highest) of the lower body
+    tu = np.array([_crossing(t, vu[r_], i, -1) for r_, i in zip(rows, iu)])
+    tl = np.array([_crossing(t, vl[r_], i, +1) for r_, i in zip(rows, il)])
+    return float(np.mean(np.maximum(tu - tl, 0.0)))
+
+
+def _column_ends(values: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``values`` (rays sampled at ``t``), the 0.5 crossings bounding the inside run at t=0.
+
+    Rows whose sample at t=0 is outside fall back to the outermost inside samples; rows that never
+    enter the object give NaN.
+    """
+    inside = values >= 0.5
+    n = len(t)
+    i0 = int(np.argmin(np.abs(t)))
+    has = inside.any(axis=1)
+    first_in = inside.argmax(axis=1)
+    last_in = n - 1 - inside[:, ::-1].argmax(axis=1)
+    # run containing i0: first outside sample above / below it
+    above = ~inside[:, i0:]
+    hi_idx = np.where(above.any(axis=1), i0 + above.argmax(axis=1) - 1, n - 1)
+    below = ~inside[:, : i0 + 1][:, ::-1]
+    lo_idx = np.where(below.any(axis=1), i0 - below.argmax(axis=1) + 1, 0)
+    centre_in = inside[:, i0]
+    hi_idx = np.where(centre_in, hi_idx, last_in)
+    lo_idx = np.where(centre_in, lo_idx, first_in)
+    t_hi = np.full(len(values), np.nan)
+    t_lo = np.full(len(values), np.nan)
+    for r in np.flatnonzero(has):
+        t_hi[r] = _crossing(t, values[r], int(hi_idx[r]), +1)
+        t_lo[r] = _crossing(t, values[r], int(lo_idx[r]), -1)
+    return t_lo, t_hi
 
 
 def _crossing(t: np.ndarray, v: np.ndarray, i: int, direction: int) -> float:
@@ -500,16 +549,16 @@ def endplate_plane(
     a_lo, a_hi = np.quantile(pa, [0.5 - _ENDPLATE_CENTRAL_AP / 2, 0.5 + _ENDPLATE_CENTRAL_AP / 2])
     l_lo, l_hi = np.quantile(pl, [0.5 - _ENDPLATE_CENTRAL_LR / 2, 0.5 + _ENDPLATE_CENTRAL_LR / 2])
     g = max(float(frame.voxel_mm.min()), 0.5)
-    step = _step(frame)
-    half = float(np.linalg.norm(frame.matrix @ np.asarray(field.shape, dtype=np.float64)))
-    surface = []
-    for x in np.arange(a_lo, a_hi + 1e-9, g):
-        for y in np.arange(l_lo, l_hi + 1e-9, g):
-            seg = ray_segment(field, frame, c + x * a + y * lft, s, half / 2, step, prefer_t=0.0)
-            if seg is None:
-                continue
-            t_end = seg[1] if which == "superior" else seg[0]
-            surface.append(c + x * a + y * lft + t_end * s)
+    step = float(frame.voxel_mm.min()) * _ENDPLATE_RAY_STEP_FRACTION
+    half = 2.0 * (float(np.abs(rel @ s).max()) + 2.0 * float(frame.voxel_mm.max()))
+    xx, yy = np.meshgrid(np.arange(a_lo, a_hi + 1e-9, g), np.arange(l_lo, l_hi + 1e-9, g), indexing="ij")
+    starts = c + xx.ravel()[:, None] * a + yy.ravel()[:, None] * lft
+    t = np.arange(-half / 2, half / 2 + step / 2, step)
+    values = sample(field, frame, starts[:, None, :] + t[None, :, None] * s)
+    t_lo, t_hi = _column_ends(values, t)
+    t_end = t_hi if which == "superior" else t_lo
+    found = np.isfinite(t_end)
+    surface = starts[found] + t_end[found, None] * s
     if len(surface) < 6:
         return None
     sp = np.asarray(surface)
