@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,16 @@ def write_series(folder: Path, spec: SeriesSpec, names: Sequence[str] | None = N
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``osteoscan.cli.main`` reconfigures the root logger onto pytest's captured stderr; undo it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -223,17 +223,22 @@ def grid_for_spacing(
 ) -> tuple[tuple[int, int, int], np.ndarray]:
     """Target grid covering the same field of view with a new voxel size (array order).
 
-    The first voxel centre stays where it is and the axes keep their directions; each axis gets
-    ``max(1, round(n * old / new))`` voxels, so the extent matches to within one new voxel.
+    The field of view (voxel edges, not centres) starts where the source's starts and the axes
+    keep their directions; each axis gets ``max(1, floor(n * old / new))`` voxels, so every new
+    voxel centre lies inside the source's field of view (no extrapolation) and at most one new
+    voxel of extent is dropped at the far end.
     """
     sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
     if np.any(sp <= 0) or not np.all(np.isfinite(sp)):
         raise GeometryError(f"target spacing must be positive mm; got {tuple(sp)}")
     aff = np.asarray(affine, dtype=np.float64)
     old = np.linalg.norm(aff[:3, :3], axis=0)
-    new_shape = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(shape, old, sp))
+    new_shape = tuple(max(1, int(np.floor(n * o / s + 1e-6))) for n, o, s in zip(shape, old, sp))
+    unit = aff[:3, :3] / old
     new_aff = aff.copy()
-    new_aff[:3, :3] = aff[:3, :3] / old * sp
+    new_aff[:3, :3] = unit * sp
+    # first voxel edge fixed: centre moves by half the difference of the voxel sizes
+    new_aff[:3, 3] = aff[:3, 3] + unit @ ((sp - old) / 2.0)
     return new_shape, new_aff  # type: ignore[return-value]
 
 
