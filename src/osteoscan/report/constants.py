@@ -1,38 +1,31 @@
 """Reference values and fixed wording the clinical outputs display, with their sources.
 
 The analyses decide categories and flags (they are in ``StudyResult``); the report only *shows* the
-reference ranges next to each number, so that a reader can judge it. Sources: ``../shared/REFERENCE.md``.
+reference ranges next to each number, so that a reader can judge it. The thresholds are re-exported
+from :mod:`osteoscan.analysis.constants` (sources there and in ``../shared/REFERENCE.md``), so the
+report can never disagree with the analysis it displays.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# --- Bone density ---------------------------------------------------------------------------------
-#: ACR QCT categories of trabecular BMD (mean of L1-L2), mg/cm3 (REFERENCE.md "Bone density").
-ACR_NORMAL_ABOVE_MG_CM3: Final[float] = 120.0
-ACR_OSTEOPOROSIS_BELOW_MG_CM3: Final[float] = 80.0
+# --- Clinical thresholds: one source, osteoscan.analysis.constants (with their references) --------
+from osteoscan.analysis import constants as _A  # noqa: E402 - grouped with the values it defines
+
+#: ACR QCT categories of trabecular BMD (mean of L1-L2), mg/cm3.
+ACR_NORMAL_ABOVE_MG_CM3: Final[float] = _A.ACR_NORMAL_ABOVE_MG_CM3
+ACR_OSTEOPOROSIS_BELOW_MG_CM3: Final[float] = _A.ACR_OSTEOPOROSIS_BELOW_MG_CM3
 #: Pickhardt et al., Ann Intern Med 2013: L1 attenuation at 120 kV, non-contrast, HU.
-PICKHARDT_L1_SPECIFIC_HU: Final[float] = 110.0  # <= this: highly specific for osteoporosis
-PICKHARDT_L1_SENSITIVE_HU: Final[float] = 160.0  # < this: sensitive threshold for low BMD
-
-# --- Vertebral fractures (Genant semi-quantitative) ----------------------------------------------
-#: Height-loss bounds (percent) of Genant grades 1, 2, 3 (REFERENCE.md "Vertebral fractures").
-GENANT_GRADE_LOSS_PERCENT: Final[dict[int, str]] = {
-    0: "< 20 %",
-    1: "20-25 %",
-    2: "25-40 %",
-    3: "> 40 %",
-}
+PICKHARDT_L1_SPECIFIC_HU: Final[float] = _A.PICKHARDT_OSTEOPOROSIS_MAX_HU  # <= this: osteoporosis likely
+PICKHARDT_L1_SENSITIVE_HU: Final[float] = _A.PICKHARDT_LOW_BMD_BELOW_HU  # < this: low BMD likely
+#: Genant semi-quantitative grades (height loss bounds follow analysis.constants.GENANT_*).
 GENANT_GRADE_NAMES: Final[dict[int, str]] = {0: "normal", 1: "mild", 2: "moderate", 3: "severe"}
-
-# --- Body composition at L3 ------------------------------------------------------------------------
-#: Skeletal muscle index cut-offs for sarcopenia, cm2/m2: Prado 2008 (REFERENCE.md "Body composition").
-SMI_PRADO_MEN_BELOW_CM2_M2: Final[float] = 52.4
-SMI_PRADO_WOMEN_BELOW_CM2_M2: Final[float] = 38.5
-#: Myosteatosis (low muscle attenuation), Martin 2013, HU at 120 kV non-contrast.
-MUSCLE_HU_MARTIN_BMI_LT25_BELOW: Final[float] = 41.0
-MUSCLE_HU_MARTIN_BMI_GE25_BELOW: Final[float] = 33.0
+#: Sarcopenia by SMI (Prado 2008), cm2/m2, and myosteatosis by muscle HU (Martin 2013).
+SMI_PRADO_MEN_BELOW_CM2_M2: Final[float] = _A.PRADO_SMI_MALE_BELOW
+SMI_PRADO_WOMEN_BELOW_CM2_M2: Final[float] = _A.PRADO_SMI_FEMALE_BELOW
+MUSCLE_HU_MARTIN_BMI_LT25_BELOW: Final[float] = _A.MYOSTEATOSIS_HU_BMI_LT25_BELOW
+MUSCLE_HU_MARTIN_BMI_GE25_BELOW: Final[float] = _A.MYOSTEATOSIS_HU_BMI_GE25_BELOW
 
 # --- Display ---------------------------------------------------------------------------------------
 #: Colours of the ACR categories (also used for BMD-coloured vertebrae and the chart bands).

@@ -6,8 +6,10 @@ with the reason from ``qc.not_reported`` where the pipeline gave one - never a b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from osteoscan.analysis import constants as _A
 from osteoscan.report import constants as C
 from osteoscan.result import AcrCategory, StudyResult, VertebraResult
 
@@ -26,8 +28,8 @@ ACR_TEXT: dict[AcrCategory, str] = {
 
 
 def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
-    """'95.3 mg/cm³', or 'not measured' for None."""
-    if value is None:
+    """'95.3 mg/cm³', or 'not measured' for None (and for NaN/inf, which are not measurements)."""
+    if value is None or not math.isfinite(value):
         return NOT_MEASURED
     text = f"{value:.{digits}f}"
     return f"{text} {unit}".strip()
@@ -90,7 +92,10 @@ PICKHARDT_REFERENCE = (
     f"Pickhardt 2013 (120 kV, non-contrast): <= {C.PICKHARDT_L1_SPECIFIC_HU:.0f} HU osteoporosis likely, "
     f"< {C.PICKHARDT_L1_SENSITIVE_HU:.0f} HU low BMD likely"
 )
-GENANT_REFERENCE = "Genant height loss: grade 1 20-25 %, grade 2 25-40 %, grade 3 > 40 %"
+_G = (100 * _A.GENANT_MILD_LOSS, 100 * _A.GENANT_MODERATE_LOSS, 100 * _A.GENANT_SEVERE_LOSS)
+GENANT_REFERENCE = (
+    f"Genant height loss: grade 1 {_G[0]:.0f}-{_G[1]:.0f} %, grade 2 {_G[1]:.0f}-{_G[2]:.0f} %, grade 3 > {_G[2]:.0f} %"
+)
 
 
 def _bone_finding(result: StudyResult) -> Finding:
@@ -194,7 +199,7 @@ LEVEL_HEADER: tuple[str, ...] = (
 
 
 def _cell(value: float | None, digits: int = 1) -> str:
-    return DASH if value is None else f"{value:.{digits}f}"
+    return DASH if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def _level_row(v: VertebraResult) -> tuple[str, ...]:
@@ -229,7 +234,12 @@ def _composition_rows(result: StudyResult) -> tuple[tuple[str, str, str], ...]:
     return (
         ("Slice", where, ""),
         ("Skeletal muscle area (SMA)", fmt(comp.sma_cm2, CM2), ""),
-        ("Muscle attenuation", fmt(comp.muscle_hu, "HU"), "myosteatosis < 41 HU (BMI < 25) / < 33 HU"),
+        (
+            "Muscle attenuation",
+            fmt(comp.muscle_hu, "HU"),
+            f"myosteatosis < {C.MUSCLE_HU_MARTIN_BMI_LT25_BELOW:.0f} HU (BMI < 25) / "
+            f"< {C.MUSCLE_HU_MARTIN_BMI_GE25_BELOW:.0f} HU",
+        ),
         ("Subcutaneous fat (SAT)", fmt(comp.sat_cm2, CM2), ""),
         ("Visceral fat (VAT)", fmt(comp.vat_cm2, CM2), ""),
         ("Intermuscular fat (IMAT)", fmt(comp.imat_cm2, CM2), ""),

@@ -51,7 +51,7 @@ def _bmd(v: VertebraResult) -> float | None:
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04)
     return buf.getvalue()
 
 
@@ -133,12 +133,15 @@ def sagittal_png(ct: CTVolume, labels: np.ndarray, result: StudyResult) -> bytes
     ax.text(2, height_mm - 2, "A", color="yellow", fontsize=9, va="top")
     ax.text(width_mm - 2, height_mm - 2, "P", color="yellow", fontsize=9, va="top", ha="right")
     ax.set_title(f"Sagittal reformat, vertebrae coloured by BMD ({MG_CM3})", fontsize=9)
-    fig.legend(
+    ax.legend(
         handles=_acr_legend_handles(),
-        loc="lower center",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.005),
         ncol=2,
-        fontsize=6.5,
+        fontsize=7.5,
         frameon=False,
+        handlelength=1.2,
+        columnspacing=1.0,
     )
     return _png(fig)
 
@@ -187,7 +190,8 @@ def axial_tissue_png(ct: CTVolume, tissue: np.ndarray, slice_index: int, result:
         Patch(color=C.TISSUE_COLORS[k], label=f"{C.TISSUE_NAMES[k]}: {fmt(areas[k], CM2)}")
         for k in ("MUSCLE", "SAT", "VAT", "IMAT")
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8,
+              frameon=False, handlelength=1.2, columnspacing=1.0)
     return _png(fig)
 
 

@@ -161,5 +161,5 @@ def render_png(meshes: list[VertebraMesh], title: str = "3-D reconstruction of t
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150, facecolor="white")
+    fig.savefig(buf, format="png", dpi=150, facecolor="white", bbox_inches="tight", pad_inches=0.04)
     return buf.getvalue()

@@ -11,6 +11,7 @@ out (TID 1500 has no "missing" value); the reasons are in result.json and the re
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def _measure(name: CodedConcept, value: float | None, unit: CodedConcept) -> list[hd.sr.Measurement]:
-    return [] if value is None else [hd.sr.Measurement(name=name, value=float(value), unit=unit)]
+    if value is None:
+        return []
+    if not math.isfinite(value):
+        log.warning("%s is %s in the result; left out of sr.dcm (not a measurement)", name.meaning, value)
+        return []
+    return [hd.sr.Measurement(name=name, value=float(value), unit=unit)]
 
 
 def vertebra_measurements(v: VertebraResult) -> list[hd.sr.Measurement]:
