@@ -109,15 +109,30 @@ def test_axis_follows_the_vertebra(synth) -> None:
 
 def test_axis_from_neighbours(synth) -> None:
     mask = synth.voxelise(synth.Body(), SHAPE, ISO, CENTRE)
-    up, down = np.array([60.0, 30.0, 35.0]), np.array([0.0, 40.0, 35.0])
-    ax = vertebral_axis(mask, ISO, neighbour_centroids_mm=[up, down])
+    up, down = np.array([60.0, 30.0, 35.0]), np.array([0.0, 40.0, 35.0])  # a line tilted 9.5 deg
+    ax = vertebral_axis(mask, ISO, neighbour_centroids_mm=[up, down], align_walls=False)
     expected = (up - down) / np.linalg.norm(up - down)
     assert ax.source == "neighbours"
     np.testing.assert_allclose(ax.superior, expected, atol=1e-9)
     # order does not matter, and anterior stays perpendicular and anterior
-    ax2 = vertebral_axis(mask, ISO, neighbour_centroids_mm=[down, up])
+    ax2 = vertebral_axis(mask, ISO, neighbour_centroids_mm=[down, up], align_walls=False)
     np.testing.assert_allclose(ax2.superior, expected, atol=1e-9)
     assert abs(np.dot(ax2.anterior, ax2.superior)) < 1e-9 and ax2.anterior[1] < 0
+    # by default the walls bring the axis back to the vertebra's own (here the image's) axis
+    own = vertebral_axis(mask, ISO, neighbour_centroids_mm=[up, down])
+    assert own.source == "neighbours+walls"
+    assert math.degrees(math.acos(own.superior[0])) < 1.0
+
+
+def test_single_neighbour_at_the_end_of_a_curve(synth) -> None:
+    """L5 with only L4 above: the centroid line is off by the segmental angle; heights are not."""
+    body = synth.Body(anterior=28.0, posterior=24.0)
+    mask = synth.voxelise(body, SHAPE, ISO, CENTRE, tilt_deg=-20.0)
+    s, _, _ = synth.tilted_axes(-8.0)  # the neighbour sits along a 12 deg different direction
+    above = np.asarray(CENTRE) + 30.0 * s
+    h = _heights_dict(vertebral_heights(mask, ISO, neighbour_centroids_mm=[above]))
+    for pos, v in body.truth_heights().items():
+        assert h[pos] == pytest.approx(v, abs=1.0)
 
 
 def test_empty_mask_gives_no_heights() -> None:

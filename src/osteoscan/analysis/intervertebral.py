@@ -112,7 +112,10 @@ def _orthonormal(superior: np.ndarray, anterior_hint: np.ndarray, left_hint: np.
 
 
 def _axes_from_points(
-    pts: np.ndarray, frame: Frame, neighbour_centroids_mm: Sequence[ArrayLike] | None
+    pts: np.ndarray,
+    frame: Frame,
+    neighbour_centroids_mm: Sequence[ArrayLike] | None,
+    align_walls: bool = True,
 ) -> VertebralAxes:
     centroid = pts.mean(axis=0)
     centred = pts - centroid
@@ -157,7 +160,7 @@ def _axes_from_points(
         if k == 1:
             ant_hint = frame.anterior
     s, a, left = _orthonormal(sup, ant_hint, frame.left)
-    if source != "neighbours":
+    if align_walls:
         s, a, left, refined = _align_with_walls(centred, s, a, left)
         if refined:
             source += "+walls"
@@ -198,21 +201,33 @@ def vertebral_axis(
     body_mask: np.ndarray,
     spacing_or_affine: ArrayLike,
     neighbour_centroids_mm: Sequence[ArrayLike] | None = None,
+    align_walls: bool = True,
 ) -> VertebralAxes | None:
     """The vertebra's own superior (cranial) and anterior axes.
 
-    With neighbour centroids (the vertebrae above and/or below, mm in the same frame) the superior
-    axis is the line between them (or from this centroid to the only neighbour), as TotalSegmentator
-    tilts its sagittal cut; otherwise it is the body's smallest-variance principal axis (a vertebral
-    body is lower than it is wide or deep). The anterior axis is the in-plane principal axis nearest
-    the image's anterior direction, orthogonalised. Returns None for an empty mask.
+    Initial superior axis: with neighbour centroids (the vertebrae above and/or below, mm in the
+    same frame) the line between them (or from this centroid to the only neighbour), as
+    TotalSegmentator tilts its sagittal cut; otherwise the body's smallest-variance principal axis
+    (a vertebral body is lower than it is wide or deep). Initial anterior axis: the in-plane
+    principal axis nearest the image's anterior direction, orthogonalised.
+
+    With ``align_walls`` (default) both are then turned in the sagittal plane until the anterior
+    axis is perpendicular to the body's anterior and posterior walls (``_align_with_walls``): the
+    walls keep the vertebra's own direction when the endplates are wedged or concave, and a
+    neighbour line is off by half the segmental angle at the ends of a curve (L5 with only L4).
+    ``source`` records which estimate was used ("neighbours", "pca", "image", "+walls").
+    Returns None for an empty mask.
     """
     mask = check_mask(body_mask, "body_mask")
-    frame = Frame.from_geometry(spacing_or_affine)
-    pts = mask_points_mm(mask, frame)
+    frame0 = Frame.from_geometry(spacing_or_affine)
+    cropped = crop_to_mask(mask, margin=0)
+    if cropped is None:
+        return None
+    field, lo = cropped
+    pts = mask_points_mm(field > 0.5, frame0.shifted(lo))
     if len(pts) < 4:
         return None
-    return _axes_from_points(pts, frame, neighbour_centroids_mm)
+    return _axes_from_points(pts, frame0, neighbour_centroids_mm, align_walls)
 
 
 def _step(frame: Frame) -> float:
