@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "openvino", "onnxruntime", "torch"])
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"])
-    p.add_argument("--outputs", default="json,html,pdf,seg,sr,sc,mesh", help="outputs written per case")
+    p.add_argument("--outputs", default="json,html,pdf,nifti,seg,sr,sc,mesh", help="outputs written per case")
     p.add_argument("--models", action="store_true", help="per-model benchmark (model x backend x precision)")
     p.add_argument("--repeats", type=int, default=10, help="--models: timed runs per configuration")
 

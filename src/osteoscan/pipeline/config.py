@@ -8,7 +8,7 @@ from pathlib import Path
 from osteoscan.labels import VertebraLevel
 
 #: Every output the pipeline can write (``--outputs``); see osteoscan.report.write_outputs.
-ALL_OUTPUTS: tuple[str, ...] = ("json", "html", "pdf", "seg", "sr", "sc", "mesh")
+ALL_OUTPUTS: tuple[str, ...] = ("json", "html", "pdf", "nifti", "seg", "sr", "sc", "mesh")
 
 #: Levels that always get the fine model (the clinically used ones: T11 for context, L1-L2 for ACR,
 #: L3 for body composition, and every lumbar level for fractures). Others only when asked, or when
