@@ -48,7 +48,7 @@ def ts_example(realct: Path):
 
 
 def test_heights_and_volumes_vs_totalsegmentator(ts_example) -> None:
-    ct, affine, bodies, report = ts_example
+    _, affine, bodies, report = ts_example
     order = list(TS_IDS)
     cents = {lv: mask_centroid_mm(m, affine) for lv, m in bodies.items()}
     diffs = []
