@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import batch_testlib as lib
 import pandas as pd
 import pytest
 
-import batch_testlib as lib
 from osteoscan.batch import LocalPool, discover, plan_slots, run_batch
 from osteoscan.errors import BackendError
 
@@ -120,7 +120,7 @@ def test_interrupted_batch_resumes_without_recomputing(archive: Path, tmp_path: 
 
     summary = run_batch(tasks, out, _pool(calls, workers=1), display=False)
     assert summary.skipped == 2 and summary.done == 3
-    assert sorted(summary.processed) == sorted(set(t.study_id for t in tasks) - set(finished))
+    assert sorted(summary.processed) == sorted({t.study_id for t in tasks} - set(finished))
     log = [sid for sid, _ in lib.calls(calls)]
     assert sorted(set(log)) == sorted(t.study_id for t in tasks)
     # at most the one study in flight at the interruption ran twice; finished ones never did

@@ -3,7 +3,7 @@
 ``OUTDIR/batch_state.jsonl`` is append-only: one JSON record per finished attempt (done or failed),
 flushed and fsync'ed before the next study is counted, so a batch killed at any moment loses at
 most the studies in flight. The latest record of a study wins; a torn last line (the process died
-while writing) is ignored. Only one driver may use an output folder at a time (``.batch.lock``).
+while writing) is cut off when the journal is next opened. Only one driver may use an output folder at a time (``.batch.lock``).
 """
 
 from __future__ import annotations
@@ -75,11 +75,22 @@ class BatchState:
             raise InputError(
                 f"{self.outdir} is in use by another osteoscan batch; wait for it or choose another -o folder"
             ) from None
+        self._drop_torn_tail()
         self.records = dict(self._read())
         self._fh = self.path.open("a", encoding="utf-8")
-        if self._fh.tell() > 0 and not self._ends_with_newline():
-            self._fh.write("\n")  # after a torn last line: start a fresh one
         return self
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last record that an interrupted write left without its newline."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        log.warning("%s: dropping an incomplete last record (interrupted batch)", self.path)
+        with self.path.open("r+b") as fh:
+            fh.truncate(keep)
 
     def _read(self) -> Iterator[tuple[str, StudyRecord]]:
         if not self.path.exists():
@@ -92,9 +103,6 @@ class BatchState:
             try:
                 rec = StudyRecord(**json.loads(line))
             except (json.JSONDecodeError, TypeError) as exc:
-                if number >= len(lines) - 1:  # the torn last line of an interrupted write
-                    log.warning("%s: ignoring an incomplete last record (interrupted batch)", self.path)
-                    continue
                 raise InputError(
                     f"{self.path}, line {number}: not a batch record ({exc}); the journal is damaged: "
                     "move it away to start the batch afresh"
@@ -107,11 +115,6 @@ class BatchState:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self.records[record.study_id] = record
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) == b"\n"
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
