@@ -177,3 +177,36 @@ def test_dciodvfy_reports_no_errors(dicom_outputs) -> None:
         assert not errors, f"{key}: {errors}"
         warnings = [line for line in lines if line.startswith("Warning") and K.PRIVATE_SCHEME not in line]
         assert not warnings, f"{key}: {warnings}"
+
+
+def test_seg_geometry_does_not_depend_on_dataset_order(study, dicom_series, tmp_path: Path) -> None:
+    """highdicom places frames by patient position: datasets in any order give the same segment frames."""
+    paths = write_outputs(study.result, study.ct, study.labels, study.tissue, tmp_path, outputs=("seg",),
+                          source_datasets=dicom_series[::-1])
+    seg = hd.seg.segread(paths["seg"])
+    pixels = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in dicom_series], segment_numbers=[2])
+    l1 = np.isin(study.labels, [body_label(VertebraLevel.L1), posterior_label(VertebraLevel.L1)])
+    np.testing.assert_array_equal(pixels[..., 0].astype(bool), l1)
+
+
+def test_seg_on_a_series_stored_in_another_orientation(study, tmp_path: Path) -> None:
+    """Source stored head-first with columns running right (not canonical): read with osteoscan.io as the
+    pipeline does, the SEG frames must still match the stored source pixels one to one."""
+    from osteoscan.io import reorient, reorient_array, write_dicom_series
+    from osteoscan.io.dicom import load_dicom_series
+
+    stored_codes = ("I", "P", "R")
+    stored = reorient(study.ct, stored_codes)
+    write_dicom_series(stored, tmp_path / "src", patient_name="Roe^Richard", patient_id="PID-7")
+    series = load_dicom_series(tmp_path / "src", workers=1)
+    np.testing.assert_array_equal(series.volume.array, study.ct.array)  # the reader made it canonical again
+    paths = write_outputs(study.result, series.volume, study.labels, study.tissue, tmp_path / "out",
+                          outputs=("seg",), source_datasets=series.datasets)
+    seg = hd.seg.segread(paths["seg"])
+    stored_uids = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                   for p in sorted((tmp_path / "src").iterdir())]  # file order = stored axis-0 order
+    pixels = seg.get_pixels_by_source_instance(stored_uids, segment_numbers=[3])  # L2
+    l2 = np.isin(study.labels, [body_label(VertebraLevel.L2), posterior_label(VertebraLevel.L2)])
+    expected, _ = reorient_array(l2, study.ct.affine, stored_codes)
+    np.testing.assert_array_equal(pixels[..., 0].astype(bool), expected)
+    assert str(seg.PatientName) == "Roe^Richard"

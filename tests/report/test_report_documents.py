@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pypdf import PdfReader
 
@@ -92,9 +93,12 @@ def test_bad_inputs_are_rejected(study, tmp_path: Path) -> None:
         write_outputs(study.result, study.ct, study.labels, study.tissue[1:], tmp_path)
 
 
-def test_mismatched_source_series_skips_dicom(study, dicom_series, tmp_path: Path) -> None:
-    """Datasets that are not the volume's slices must not be referenced: DICOM outputs skipped, with why."""
+def test_mixed_source_series_skips_dicom(study, dicom_series, tmp_path: Path) -> None:
+    """Datasets from two series cannot be one reference: DICOM outputs skipped, with the reason."""
+    other = [pydicom.Dataset(ds) for ds in dicom_series[:3]]
+    for ds in other:
+        ds.SeriesInstanceUID = "1.2.3.4"
     paths = write_outputs(study.result, study.ct, study.labels, study.tissue, tmp_path,
-                          outputs=("html", "seg", "sr"), source_datasets=dicom_series[::-1])
+                          outputs=("html", "seg", "sr"), source_datasets=other + list(dicom_series[3:]))
     assert "html" in paths and "seg" not in paths and "sr" not in paths
-    assert "off slice" in paths.skipped["seg"] and "off slice" in paths.skipped["sr"]
+    assert "2 different SeriesInstanceUID" in paths.skipped["seg"] and "sr" in paths.skipped

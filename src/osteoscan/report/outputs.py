@@ -178,17 +178,18 @@ def _write_dicom(
     source_datasets: Sequence[pydicom.Dataset],
     images: dict[str, bytes | None],
 ) -> None:
-    from osteoscan.report.dicom_common import check_source
+    from osteoscan.report.dicom_common import check_source, unique_instances
     from osteoscan.report.dicom_docs import write_encapsulated_pdf, write_secondary_captures
     from osteoscan.report.seg import write_seg
     from osteoscan.report.sr import write_sr
 
     try:
-        check_source(source_datasets, ct)
+        check_source(source_datasets)
     except OsteoscanError as exc:
         for name in sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else []):
             paths.skip(name, f"source series unusable for DICOM outputs: {exc}")
         return
+    source_datasets = unique_instances(source_datasets)
     seg_ds = segments = None
     if "seg" in wanted:
         paths["seg"] = outdir / "seg.dcm"

@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from osteoscan.io import CTVolume
+from osteoscan.io import CTVolume, orientation_codes, reorient_array
 from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.report import constants as C
 from osteoscan.report import dicom_codes as K
@@ -77,6 +77,46 @@ def build_label_volume(
     return seg, present, tissues, conflicts
 
 
+def _source_orientation(datasets: Sequence[pydicom.Dataset]) -> tuple[str, str, str] | None:
+    """Orientation codes of the stored source pixels (slices, rows, columns), or None if unknown."""
+    ds = datasets[0]
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None and "SharedFunctionalGroupsSequence" in ds:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        if "PlaneOrientationSequence" in shared:
+            iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    if iop is None:
+        return None
+    row_dir = np.array([float(x) for x in iop[:3]])  # along a row: increasing column index
+    col_dir = np.array([float(x) for x in iop[3:]])  # down a column: increasing row index
+    normal = np.cross(row_dir, col_dir)
+    if len(datasets) > 1 and "ImagePositionPatient" in datasets[0] and "ImagePositionPatient" in datasets[-1]:
+        step = np.array([float(x) for x in datasets[-1].ImagePositionPatient]) - np.array(
+            [float(x) for x in datasets[0].ImagePositionPatient]
+        )
+        if step @ normal < 0:
+            normal = -normal
+    aff = np.eye(4)
+    aff[:3, 0], aff[:3, 1], aff[:3, 2] = normal, col_dir, row_dir
+    return orientation_codes(aff)
+
+
+def _in_source_orientation(
+    seg: np.ndarray, affine: np.ndarray, source_datasets: Sequence[pydicom.Dataset]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segment map permuted/flipped (no interpolation) to the stored source pixel orientation.
+
+    highdicom references source frames only for frames laid out like them; in the canonical
+    orientation a source stored e.g. with columns running right would get "spatial locations not
+    preserved" frames that viewers cannot overlay one to one.
+    """
+    codes_ = _source_orientation(source_datasets)
+    if codes_ is None:
+        log.info("source orientation unknown; seg.dcm keeps the analysis grid orientation")
+        return seg, affine
+    return reorient_array(seg, affine, codes_)
+
+
 def write_seg(
     path: Path,
     result: StudyResult,
@@ -127,9 +167,10 @@ def write_seg(
                 anatomic_regions=[region] if region is not None else None,
             )
         )
+    array, affine = _in_source_orientation(seg, ct.affine, source_datasets)
     volume = hd.Volume(
-        array=seg,
-        affine=ct.affine,
+        array=array,
+        affine=affine,
         coordinate_system="PATIENT",
         frame_of_reference_uid=str(source_datasets[0].FrameOfReferenceUID),
     )
