@@ -144,3 +144,69 @@ def test_workers_that_cannot_load_models_stop_the_batch_with_the_reason(tmp_path
     lib.make_cases(root, [1])
     with pytest.raises(BackendError, match="model file missing"):
         run_batch(discover([root]), tmp_path / "out", _pool(tmp_path / "c.log", workers=1, fail_init=True), display=False)
+
+
+def test_studies_are_spread_over_every_gpu_slot_by_index(tmp_path: Path) -> None:
+    """Device assignment only (the study function ignores the device): 2 GPUs + 1 CPU worker."""
+    root, out = tmp_path / "a", tmp_path / "out"
+    lib.make_cases(root, list(range(1, 10)))
+    pool = LocalPool(lib.StatsFactory(str(tmp_path / "c.log"), delay_s=0.3), plan_slots(1, [0, 1], per_gpu=1))
+    run_batch(discover([root]), out, pool, display=False)
+    records = [json.loads(x) for x in (out / "batch_state.jsonl").read_text().splitlines()]
+    assert {r["device"] for r in records} == {"cuda:0", "cuda:1", "cpu"}
+    assert {r["worker"] for r in records} == {"gpu0-0", "gpu1-0", "cpu-0"}
+    assert set(pd.read_csv(out / "results.csv").device) == {"cuda:0", "cuda:1", "cpu"}
+
+
+DRIVER = """
+import sys, batch_testlib as lib
+from osteoscan.batch import LocalPool, discover, plan_slots, run_batch
+root, out, calls = sys.argv[1:4]
+run_batch(discover([root]), out, LocalPool(lib.StatsFactory(calls, delay_s=0.4), plan_slots(1, [])), display=False)
+"""
+
+
+def test_killed_driver_leaves_no_workers_and_the_batch_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, out, calls = tmp_path / "a", tmp_path / "out", tmp_path / "calls.log"
+    lib.make_cases(root, [1, 2, 3, 4, 5])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(lib.__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), str(out), str(calls)], env=env)
+    journal = out / "batch_state.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
+        time.sleep(0.1)
+    assert driver.poll() is None, "the driver finished before it could be interrupted"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    worker_pids = {pid for _, pid in lib.calls(calls)}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in worker_pids):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in worker_pids), "orphaned workers must exit when the driver dies"
+
+    done_before = [json.loads(x)["study_id"] for x in journal.read_text().splitlines() if x.strip()]
+    summary = run_batch(discover([root]), out, _pool(calls, workers=1), display=False)
+    assert summary.skipped == len(done_before) >= 2
+    log = [sid for sid, _ in lib.calls(calls)]
+    assert all(log.count(sid) == 1 for sid in done_before)
+    assert len(pd.read_csv(out / "results.csv")) == 5
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead for our purpose
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
