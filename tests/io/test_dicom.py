@@ -397,3 +397,19 @@ def test_permission_error_message_when_running_as_root(tmp_path: Path, ct_spec: 
     monkeypatch.setattr(pydicom, "dcmread", dcmread)
     with pytest.raises(InputError, match=f"{paths[2].name}: permission denied.*chmod"):
         load_dicom_series(tmp_path)
+
+
+def test_folder_with_dicomdir(tmp_path: Path, ct_spec: SeriesSpec) -> None:
+    """A media folder (DICOMDIR + renamed files) reads like any folder; the DICOMDIR is not an image."""
+    from pydicom.fileset import FileSet
+
+    ct_spec.extra = {"StudyDate": "20240101", "StudyTime": "120000", "StudyID": "1", "AccessionNumber": ""}
+    src = write_series(tmp_path / "src", ct_spec)
+    fs = FileSet()
+    for p in src:
+        fs.add(pydicom.dcmread(p))
+    fs.write(tmp_path / "media")
+    assert (tmp_path / "media" / "DICOMDIR").is_file()
+    series = load_dicom_series(tmp_path / "media")
+    assert np.array_equal(series.volume.array, _expected(ct_spec))
+    assert [Path(p).name for p, _ in series.ignored_files] == ["DICOMDIR"]

@@ -717,12 +717,12 @@ def _scan(source, series_uid, tmp: Path):
     if chosen_info is None:
         reasons = requested_rejected or skipped
         first = reasons[0]
-        all_non_ct = all("analyses CT only" in r.reason for r in reasons)
-        cls = UnsupportedSeriesError
-        summary = "; ".join(f"{r.series_uid} ({r.description or 'no description'}): {r.reason}" for r in reasons[:4])
-        if all_non_ct and len({r.reason for r in reasons}) == 1:
-            raise cls(f"{desc}: {first.reason} ({summary})")
-        raise cls(f"{desc}: no analysable CT series. {summary}")
+        if len({r.reason for r in reasons}) == 1:
+            names = ", ".join(f"{r.series_uid or 'no UID'} '{r.description or 'no description'}'" for r in reasons[:3])
+            more = f" and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+            raise UnsupportedSeriesError(f"{desc}: {first.reason} (series {names}{more})")
+        summary = "; ".join(str(r) for r in reasons[:4])
+        raise UnsupportedSeriesError(f"{desc}: no analysable CT series. {summary}")
     chosen = next(s for s in stacks if s.info.key == chosen_info.key)
     return stacks, chosen, skipped, ignored, desc
 
