@@ -242,3 +242,15 @@ def test_a_fractured_neighbour_is_not_the_reference() -> None:
     g = genant_grade(Heights(17.0, 17.0, 17.0), [Heights(25.0, 25.0, 25.0), crushed_neighbour])
     assert (g.grade, g.shape) == (2, FractureShape.CRUSH) and g.height_loss_percent == pytest.approx(32.0)
     assert genant_grade(Heights(25.0, 24.5, 25.0), [Heights(25.5, 25.0, 25.5), crushed_neighbour]).grade == 0
+
+
+def test_mild_crush_and_natural_size_steps() -> None:
+    normal = Heights(anterior=26.0, middle=24.0, posterior=25.0)
+    # a grade-1 crush: lowest height 23 % below the expected 26 mm, all heights scaled alike
+    scale = 26.0 * 0.77 / 24.0
+    mild = Heights(anterior=26.0 * scale, middle=24.0 * scale, posterior=25.0 * scale)
+    g = genant_grade(mild, [normal, normal])
+    assert (g.grade, g.shape) == (1, FractureShape.CRUSH) and g.height_loss_percent == pytest.approx(23.0)
+    # L5 is ~7 % lower than L4 everywhere: not a fracture
+    l5, l4 = Heights(24.19, 22.34, 22.34), Heights(26.13, 24.12, 24.12)
+    assert genant_grade(l5, [l4]).grade == 0

@@ -52,6 +52,11 @@ _ROUND_SECTION_RATIO = 1.15
 #: osteophytes excluded).
 _ENDPLATE_CENTRAL_AP = 0.6
 _ENDPLATE_CENTRAL_LR = 0.5
+#: All three heights at least this much below the neighbours' (same position) = a uniform collapse.
+#: Adjacent normal vertebrae differ by about 5-8 % in height (e.g. L5 vs L4), so 15 % all round is a
+#: collapse; the grade then comes from the Genant loss against the expected height, so a grade-1
+#: crush (20-25 % below the expected height, i.e. ~15-20 % below same-position neighbours) is seen.
+_CRUSH_UNIFORM_REDUCTION = 0.15
 #: Search range and step (deg) of the wall alignment of the AP axis (see _align_with_walls).
 _WALL_SEARCH_DEG = 20.0
 _WALL_SEARCH_STEP_DEG = 0.25
@@ -376,20 +381,21 @@ def genant_grade(
 ) -> GenantAssessment | None:
     """Genant grade 0-3, fracture shape and height loss (%) from the three heights.
 
-    Losses (fractions of a reference height; the largest decides grade and shape):
+    Losses (fractions; negative ones count as 0; the largest decides grade and shape):
 
     * wedge ``1 - Ha/Hp`` and biconcave ``1 - Hm/Hp``: against the posterior height of the same
       vertebra (the classic morphometric ratios);
-    * with neighbours (the adjacent vertebrae's heights): against the expected height ``E`` = the
-      largest of the neighbours' position-wise mean heights (see :func:`_expected_heights`):
-      ``1 - Ha/E`` (wedge), ``1 - Hm/E`` (biconcave), ``1 - Hp/E`` (crush). When *all three*
-      heights are reduced by at least 20 % against the neighbours' heights at the same position,
-      the shape is crush and the loss ``1 - min(H)/E``.
+    * with neighbours (the adjacent vertebrae's heights), each height is also compared with the
+      neighbours' mean at the same position, ``l_x = 1 - Hx/ref_x``: ``l_a`` counts as wedge,
+      ``l_m`` as biconcave, ``l_p`` as crush. Same-position comparison keeps the natural shape
+      (a lordotic L5 is taller anteriorly, so is its neighbour) out of the loss;
+    * a uniform collapse: when all three ``l_x`` are at least ``_CRUSH_UNIFORM_REDUCTION`` (15 %),
+      the shape is crush and the loss is ``1 - min(H)/E`` with ``E`` the expected height, the
+      largest of the neighbours' position-wise means (Genant compares with the normal height).
 
-    A naturally taller anterior (L4/L5 lordotic shape) is not a loss: negative losses count as 0.
-    Without neighbours a uniform (crush) collapse cannot be seen; the result is then based on the
-    intra-vertebral ratios only. Returns None when neither the posterior height nor a neighbour
-    comparison is available.
+    A neighbour whose largest height is more than 20 % below the other neighbour's is probably
+    fractured and is not used. Without neighbours a crush cannot be seen. Returns None when neither
+    the posterior height nor a neighbour comparison is available.
     """
     own = {"anterior": heights.anterior, "middle": heights.middle, "posterior": heights.posterior}
     wedge: list[float] = []
@@ -401,17 +407,17 @@ def genant_grade(
             bucket.append(loss)
     if neighbour_heights:
         refs, expected = _expected_heights(neighbour_heights)
+        positionwise = {p: _ratio_loss(own[p], refs.get(p)) for p in _POSITIONS}
         for bucket, pos in ((wedge, "anterior"), (bicon, "middle"), (crush, "posterior")):
-            loss = _ratio_loss(own[pos], expected)
-            if loss is not None:
-                bucket.append(loss)
-        positionwise = [_ratio_loss(own[p], refs.get(p)) for p in _POSITIONS]
+            if positionwise[pos] is not None:
+                bucket.append(positionwise[pos])  # type: ignore[arg-type]
         hs = [h for h in own.values() if h is not None]
         if expected is not None and len(hs) == 3 and all(
-            lp is not None and lp >= GENANT_MILD_LOSS for lp in positionwise
+            lp is not None and lp >= _CRUSH_UNIFORM_REDUCTION for lp in positionwise.values()
         ):
             loss = max(1.0 - min(hs) / expected, 0.0)
-            return GenantAssessment(genant_grade_from_loss(loss), FractureShape.CRUSH, 100.0 * loss)
+            grade = genant_grade_from_loss(loss)
+            return GenantAssessment(grade, FractureShape.CRUSH if grade else FractureShape.NONE, 100.0 * loss)
     if not (wedge or bicon or crush):
         return None
     candidates = [
