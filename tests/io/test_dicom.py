@@ -413,3 +413,18 @@ def test_folder_with_dicomdir(tmp_path: Path, ct_spec: SeriesSpec) -> None:
     series = load_dicom_series(tmp_path / "media")
     assert np.array_equal(series.volume.array, _expected(ct_spec))
     assert [Path(p).name for p, _ in series.ignored_files] == ["DICOMDIR"]
+
+
+def test_datasets_follow_canonical_order_when_the_normal_points_down(tmp_path: Path) -> None:
+    # columns run anterior (-y), so the slice normal row x col points to the feet (-z)
+    n = 10
+    spec = SeriesSpec(pixels=hu_slices(n, 20, 22), positions=axial_positions(n, 2.5), iop=(1, 0, 0, 0, -1, 0))
+    write_series(tmp_path, spec)
+    series = load_dicom_series(tmp_path)
+    vol = series.volume
+    assert vol.orientation == ("S", "P", "L") and series.slice_axis == 0
+    z = [float(ds.ImagePositionPatient[2]) for ds in series.datasets]
+    assert z == sorted(z)
+    for k in range(n):  # slice k of the volume is the image of datasets[k] (rows flipped to P)
+        assert np.array_equal(vol.array[k], spec.pixels[k][::-1])
+    assert vol.provenance.sop_instance_uids == tuple(ds.SOPInstanceUID for ds in series.datasets)
