@@ -105,6 +105,7 @@ class ServeProcess:
     def __init__(self, root: Path, *, workers: int = 1, quiet_s: float = 1.0, dest: dict | None = None,
                  extra: str = "") -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.api_port, self.dicom_port = free_port(), free_port()
         self.config_path = root / "osteoscan.toml"
         dest_toml = ""
@@ -174,7 +175,6 @@ def serve_factory(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
 
     def make(**kwargs: object) -> ServeProcess:
         sp = ServeProcess(tmp_path / f"serve{len(started)}", **kwargs)  # type: ignore[arg-type]
-        sp.root.mkdir(parents=True, exist_ok=True)
         started.append(sp)
         return sp.start()
 
@@ -189,3 +189,118 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# ---- a real Orthanc PACS on loopback ----------------------------------------------------------------
+ORTHANC_BIN = "/usr/sbin/Orthanc"
+
+
+class Orthanc:
+    """Debian's Orthanc started on free loopback ports with a temp config and storage.
+
+    Orthanc 1.10 has no bind-address option, so it is locked down instead: HTTP only from this machine
+    (RemoteAccessAllowed false) and DICOM only from the modality we declare, at 127.0.0.1
+    (DicomAlwaysAllowStore/Echo false + DicomCheckModalityHost).
+    """
+
+    AET = "ORTHANC"
+
+    def __init__(self, root: Path, modalities: dict[str, tuple[str, int]]) -> None:
+        import json
+
+        self.root = root
+        self.http_port, self.dicom_port = free_port(), free_port()
+        cfg = {
+            "Name": "osteoscan-test-pacs",
+            "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.AET,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomAlwaysAllowEcho": False,
+            "DicomCheckModalityHost": True,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": {k: [aet, LOOPBACK, port] for k, (aet, port) in modalities.items()},
+            "Plugins": [],
+            "StableAge": 2,
+            "SaveJobs": False,
+            "HttpTimeout": 120,
+            "DicomScuTimeout": 60,
+        }
+        self.config_path = root / "orthanc.json"
+        self.config_path.write_text(json.dumps(cfg, indent=1))
+        self.log_path = root / "orthanc.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=f"http://{LOOPBACK}:{self.http_port}", timeout=120)
+
+    def start(self, timeout: float = 30) -> "Orthanc":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([ORTHANC_BIN, str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+            try:
+                if self.http.get("/system").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"Orthanc did not start in {timeout} s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.http.close()
+
+    def upload(self, files: list[Path]) -> list[dict]:
+        out = []
+        for f in files:
+            r = self.http.post("/instances", content=f.read_bytes())
+            r.raise_for_status()
+            out.append(r.json())
+        return out
+
+    def series_of_study(self, study_uid: str) -> list[dict]:
+        """Every series (expanded) of the study with this StudyInstanceUID."""
+        r = self.http.post("/tools/find", json={"Level": "Series", "Expand": True,
+                                                "Query": {"StudyInstanceUID": study_uid}})
+        r.raise_for_status()
+        return r.json()
+
+    def instance_tags(self, series: dict) -> list[dict]:
+        return [self.http.get(f"/instances/{i}/simplified-tags").json() for i in series["Instances"]]
+
+
+def orthanc_or_skip() -> None:
+    if not Path(ORTHANC_BIN).exists():
+        msg = ("\n" + "!" * 78 + "\n!!! Orthanc is not installed (apt-get install orthanc): the PACS round-trip "
+               "test is SKIPPED\n" + "!" * 78)
+        print(msg, file=sys.stderr)
+        pytest.skip("Orthanc not installed (/usr/sbin/Orthanc missing): apt-get install -y orthanc")
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    orthanc_or_skip()
+    started: list[Orthanc] = []
+
+    def make(modalities: dict[str, tuple[str, int]]) -> Orthanc:
+        root = tmp_path / f"orthanc{len(started)}"
+        root.mkdir()
+        o = Orthanc(root, modalities)
+        started.append(o)
+        return o.start()
+
+    yield make
+    for o in started:
+        o.stop()

@@ -60,6 +60,7 @@ backend = "auto"            # auto | openvino | onnxruntime | torch
 device = "auto"
 precision = "auto"          # auto | fp32 | bf16 | fp16 | int8
 outputs = ["json", "html", "pdf", "seg", "sr", "sc", "mesh"]
+weights_dir = ""            # empty = the shipped models; else a folder of <name>.onnx + <name>.json
 """
 
 
@@ -111,6 +112,7 @@ class PipelineSettings:
     device: str = "auto"
     precision: str = "auto"
     outputs: tuple[str, ...] = ("json", "html", "pdf", "seg", "sr", "sc", "mesh")
+    weights_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def load_config(path: str | Path | None = None) -> ServerConfig:
     if config.jobs.data_dir and not Path(config.jobs.data_dir).is_absolute():
         # a relative data_dir is relative to the config file, so the service finds it from anywhere
         config = config.replace(jobs={"data_dir": str((path.parent / config.jobs.data_dir).resolve())})
+    if config.pipeline.weights_dir and not Path(config.pipeline.weights_dir).is_absolute():
+        config = config.replace(pipeline={"weights_dir": str((path.parent / config.pipeline.weights_dir).resolve())})
     return config
 
 

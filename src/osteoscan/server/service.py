@@ -28,6 +28,7 @@ class Service:
         self.worker_settings = WorkerSettings(
             data_dir=str(config.data_dir), backend=config.pipeline.backend, device=config.pipeline.device,
             precision=config.pipeline.precision, outputs=tuple(config.pipeline.outputs),
+            weights_dir=config.pipeline.weights_dir,
             send_results=dest.enabled, retain_inputs=config.jobs.retain_inputs,
             log_level=logging.getLogger().getEffectiveLevel(),
         )

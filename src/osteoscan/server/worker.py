@@ -20,6 +20,7 @@ import multiprocessing.synchronize
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class WorkerSettings:
     device: str = "auto"
     precision: str = "auto"
     outputs: tuple[str, ...] = ("json", "html", "pdf", "seg", "sr", "sc", "mesh")
+    weights_dir: str = ""  # empty: the shipped models
     send_results: bool = False  # a destination PACS is configured
     retain_inputs: bool = True  # keep the input after success (re-run and viewer slices need it)
     log_level: int = logging.INFO
@@ -113,6 +115,7 @@ class JobRunner:
             self._pipeline = Pipeline(PipelineConfig(
                 backend=self.settings.backend, device=self.settings.device,
                 precision=self.settings.precision, outputs=tuple(self.settings.outputs),
+                weights_dir=Path(self.settings.weights_dir) if self.settings.weights_dir else None,
             ))
             log.info("worker %d: pipeline loaded in %.1f s", os.getpid(), time.perf_counter() - t0)
         return self._pipeline
@@ -179,8 +182,25 @@ class JobRunner:
         return JobState.DONE
 
 
-def worker_main(settings: WorkerSettings, stop: multiprocessing.synchronize.Event) -> None:
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the service process dies, even by SIGKILL: an orphaned
+    worker would keep writing outputs for jobs that the restarted service hands to a new worker."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive a killed service",
+                    ctypes.get_errno())
+
+
+def worker_main(settings: WorkerSettings, stop: multiprocessing.synchronize.Event, parent_pid: int) -> None:
     """Entry point of a worker process: claim and run jobs until ``stop`` is set."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
     logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s %(levelname)s worker-{os.getpid()} %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
@@ -211,7 +231,7 @@ class WorkerPool:
         self.restarts = 0
 
     def _spawn(self) -> None:
-        p = self._ctx.Process(target=worker_main, args=(self.settings, self._stop), daemon=True,
+        p = self._ctx.Process(target=worker_main, args=(self.settings, self._stop, os.getpid()), daemon=True,
                               name="osteoscan-worker")
         p.start()
         self._procs.append(p)
