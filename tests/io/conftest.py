@@ -48,7 +48,9 @@ def hu_slices(n: int, rows: int = 32, cols: int = 32, seed: int = 0) -> list[np.
     return [(tex + 100 * k - 1000).astype(np.int16) for k in range(n)]
 
 
-def axial_positions(n: int, step: float = 2.0, origin: Sequence[float] = (-10.0, -20.0, 50.0)) -> list[list[float]]:
+def axial_positions(
+    n: int, step: float = 2.0, origin: Sequence[float] = (-10.0, -20.0, 50.0)
+) -> list[list[float]]:
     return [[origin[0], origin[1], origin[2] + k * step] for k in range(n)]
 
 

@@ -28,7 +28,9 @@ def _expected(spec: SeriesSpec) -> np.ndarray:
     return np.stack(spec.pixels)
 
 
-def test_shuffled_names_without_suffix_in_subfolders_sorted_by_position(tmp_path: Path, ct_spec: SeriesSpec) -> None:
+def test_shuffled_names_without_suffix_in_subfolders_sorted_by_position(
+    tmp_path: Path, ct_spec: SeriesSpec
+) -> None:
     n = len(ct_spec.pixels)
     order = list(range(n))
     random.Random(1).shuffle(order)
@@ -88,29 +90,87 @@ def test_head_first_descending_stack_and_coronal_orientation_become_canonical(tm
 
 
 def test_series_selection_rules_and_reasons(tmp_path: Path) -> None:
-    soft = SeriesSpec(pixels=hu_slices(12), positions=axial_positions(12, 1.0), thickness=1.0,
-                      kernel="B30f", description="soft 1mm", series_number=3)
-    bone = dataclasses.replace(soft, kernel="B70f", description="bone 1mm", series_number=4, series_uid=generate_uid())
-    thick = SeriesSpec(pixels=hu_slices(5, seed=2), positions=axial_positions(5, 5.0), thickness=5.0,
-                       kernel="B30f", description="soft 5mm", series_number=5)
-    thick12 = SeriesSpec(pixels=hu_slices(12, seed=2), positions=axial_positions(12, 3.0), thickness=3.0,
-                         kernel="B30f", description="soft 3mm", series_number=6)
-    thin = SeriesSpec(pixels=hu_slices(12, seed=3), positions=axial_positions(12, 0.3), thickness=0.3,
-                      kernel="B30f", description="too thin", series_number=7)
-    derived = dataclasses.replace(soft, image_type=("DERIVED", "SECONDARY", "AXIAL"), description="derived",
-                                  series_number=8, series_uid=generate_uid())
-    scout = SeriesSpec(pixels=hu_slices(1, 40, 32), positions=[[0, 0, 0]], iop=(1, 0, 0, 0, 0, -1),
-                       image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), description="scout", series_number=1)
-    dose = SeriesSpec(pixels=hu_slices(1), positions=[[0, 0, 0]], sop_class=SC_STORAGE,
-                      image_type=("DERIVED", "SECONDARY", "OTHER"), description="dose report", series_number=999)
-    mr = SeriesSpec(pixels=hu_slices(12), positions=axial_positions(12), modality="MR", sop_class=MR_STORAGE,
-                    description="T1", series_number=10)
+    soft = SeriesSpec(
+        pixels=hu_slices(12),
+        positions=axial_positions(12, 1.0),
+        thickness=1.0,
+        kernel="B30f",
+        description="soft 1mm",
+        series_number=3,
+    )
+    bone = dataclasses.replace(
+        soft, kernel="B70f", description="bone 1mm", series_number=4, series_uid=generate_uid()
+    )
+    thick = SeriesSpec(
+        pixels=hu_slices(5, seed=2),
+        positions=axial_positions(5, 5.0),
+        thickness=5.0,
+        kernel="B30f",
+        description="soft 5mm",
+        series_number=5,
+    )
+    thick12 = SeriesSpec(
+        pixels=hu_slices(12, seed=2),
+        positions=axial_positions(12, 3.0),
+        thickness=3.0,
+        kernel="B30f",
+        description="soft 3mm",
+        series_number=6,
+    )
+    thin = SeriesSpec(
+        pixels=hu_slices(12, seed=3),
+        positions=axial_positions(12, 0.3),
+        thickness=0.3,
+        kernel="B30f",
+        description="too thin",
+        series_number=7,
+    )
+    derived = dataclasses.replace(
+        soft,
+        image_type=("DERIVED", "SECONDARY", "AXIAL"),
+        description="derived",
+        series_number=8,
+        series_uid=generate_uid(),
+    )
+    scout = SeriesSpec(
+        pixels=hu_slices(1, 40, 32),
+        positions=[[0, 0, 0]],
+        iop=(1, 0, 0, 0, 0, -1),
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        description="scout",
+        series_number=1,
+    )
+    dose = SeriesSpec(
+        pixels=hu_slices(1),
+        positions=[[0, 0, 0]],
+        sop_class=SC_STORAGE,
+        image_type=("DERIVED", "SECONDARY", "OTHER"),
+        description="dose report",
+        series_number=999,
+    )
+    mr = SeriesSpec(
+        pixels=hu_slices(12),
+        positions=axial_positions(12),
+        modality="MR",
+        sop_class=MR_STORAGE,
+        description="T1",
+        series_number=10,
+    )
     for i, s in enumerate([soft, bone, thick, thick12, thin, derived, scout, dose, mr]):
         write_series(tmp_path / f"s{i}", s)
     series = load_dicom_series(tmp_path)
     assert series.volume.provenance.series_instance_uid == soft.series_uid
     reasons = {s.description: s.reason for s in series.skipped}
-    assert set(reasons) == {"bone 1mm", "soft 5mm", "soft 3mm", "too thin", "derived", "scout", "dose report", "T1"}
+    assert set(reasons) == {
+        "bone 1mm",
+        "soft 5mm",
+        "soft 3mm",
+        "too thin",
+        "derived",
+        "scout",
+        "dose report",
+        "T1",
+    }
     assert "kernel" in reasons["bone 1mm"] and "B70f" in reasons["bone 1mm"]
     assert "slice" in reasons["soft 5mm"]  # only 5 slices: not a volume
     assert "thicker" in reasons["soft 3mm"]
@@ -132,8 +192,10 @@ def test_series_selection_rules_and_reasons(tmp_path: Path) -> None:
 
 
 def test_mr_only_is_rejected_with_one_line_reason(tmp_path: Path) -> None:
-    write_series(tmp_path, SeriesSpec(pixels=hu_slices(12), positions=axial_positions(12), modality="MR",
-                                      sop_class=MR_STORAGE))
+    write_series(
+        tmp_path,
+        SeriesSpec(pixels=hu_slices(12), positions=axial_positions(12), modality="MR", sop_class=MR_STORAGE),
+    )
     with pytest.raises(UnsupportedSeriesError) as err:
         load_dicom_series(tmp_path)
     msg = str(err.value)
@@ -143,10 +205,18 @@ def test_mr_only_is_rejected_with_one_line_reason(tmp_path: Path) -> None:
 def test_localizer_and_mixed_sizes_inside_the_chosen_series(tmp_path: Path, ct_spec: SeriesSpec) -> None:
     write_series(tmp_path, ct_spec)
     # GE style: the scout shares the series UID, with another orientation and size
-    scout = dataclasses.replace(ct_spec, pixels=hu_slices(1, 48, 32), positions=[[0, 0, 0]], iop=(1, 0, 0, 0, 0, -1),
-                                image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), series_number=2)
+    scout = dataclasses.replace(
+        ct_spec,
+        pixels=hu_slices(1, 48, 32),
+        positions=[[0, 0, 0]],
+        iop=(1, 0, 0, 0, 0, -1),
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        series_number=2,
+    )
     write_series(tmp_path, scout, names=["scout.dcm"])
-    odd = dataclasses.replace(ct_spec, pixels=hu_slices(2, 16, 16), positions=axial_positions(2, 2.0, (0, 0, 500)))
+    odd = dataclasses.replace(
+        ct_spec, pixels=hu_slices(2, 16, 16), positions=axial_positions(2, 2.0, (0, 0, 500))
+    )
     write_series(tmp_path, odd, names=["odd1.dcm", "odd2.dcm"])
     series = load_dicom_series(tmp_path)
     assert series.volume.shape == (12, 32, 32)
@@ -170,7 +240,9 @@ def _sheared_spec(n: int, tilt_deg: float) -> SeriesSpec:
         profile = 1000.0 * np.exp(-((y - 1.0) ** 2) / (2 * 1.5**2))
         pixels.append(np.repeat(np.rint(profile)[:, None], 40, axis=1).astype(np.int16))
         positions.append([-20.0, oy, k * step])
-    return SeriesSpec(pixels=pixels, positions=positions, pixel_spacing=(ps, ps), thickness=step, intercept=0.0)
+    return SeriesSpec(
+        pixels=pixels, positions=positions, pixel_spacing=(ps, ps), thickness=step, intercept=0.0
+    )
 
 
 def test_gantry_tilt_is_corrected_onto_an_orthogonal_grid(tmp_path: Path) -> None:
@@ -215,8 +287,9 @@ def test_large_gap_is_rejected(tmp_path: Path, ct_spec: SeriesSpec) -> None:
 def test_duplicates_are_dropped(tmp_path: Path, ct_spec: SeriesSpec) -> None:
     paths = write_series(tmp_path, ct_spec)
     shutil.copy(paths[3], tmp_path / "copy_of_3.dcm")  # the same SOP instance twice
-    dup = dataclasses.replace(ct_spec, pixels=[ct_spec.pixels[7] + 5], positions=[ct_spec.positions[7]],
-                              instance_numbers=[99])
+    dup = dataclasses.replace(
+        ct_spec, pixels=[ct_spec.pixels[7] + 5], positions=[ct_spec.positions[7]], instance_numbers=[99]
+    )
     write_series(tmp_path, dup, names=["dup7.dcm"])  # another image at an occupied position
     series = load_dicom_series(tmp_path)
     assert series.volume.shape[0] == 12
@@ -245,7 +318,9 @@ def test_rescale_slope_and_intercept_are_applied(tmp_path: Path) -> None:
     assert vol2.array.dtype == np.float32 and np.allclose(vol2.array, np.stack(px), atol=0.5)
 
 
-def test_junk_is_skipped_with_a_warning(tmp_path: Path, ct_spec: SeriesSpec, caplog: pytest.LogCaptureFixture) -> None:
+def test_junk_is_skipped_with_a_warning(
+    tmp_path: Path, ct_spec: SeriesSpec, caplog: pytest.LogCaptureFixture
+) -> None:
     write_series(tmp_path, ct_spec)
     (tmp_path / "README.txt").write_text("not a dicom file\n" * 20)
     (tmp_path / "thumbs.db").write_bytes(os.urandom(300))
@@ -316,7 +391,12 @@ def test_writer_round_trip_any_orientation(tmp_path: Path) -> None:
     assert np.array_equal(back.volume.array, canon.array)
     assert np.allclose(back.volume.affine, canon.affine, atol=1e-4)
     p = back.volume.provenance
-    assert p.kvp == 80.0 and p.convolution_kernel == "FC08" and p.patient_age_years == 44 and p.patient_sex == "M"
+    assert (
+        p.kvp == 80.0
+        and p.convolution_kernel == "FC08"
+        and p.patient_age_years == 44
+        and p.patient_sex == "M"
+    )
     assert "JPEG-LS Lossless" in p.transfer_syntax
 
 
@@ -383,8 +463,9 @@ def test_affine_from_spacing_volume_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(back.array, vol.array) and np.allclose(back.affine, vol.affine)
 
 
-def test_permission_error_message_when_running_as_root(tmp_path: Path, ct_spec: SeriesSpec,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_permission_error_message_when_running_as_root(
+    tmp_path: Path, ct_spec: SeriesSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Root ignores file modes, so raise the OS error the way an unreadable file does."""
     paths = write_series(tmp_path, ct_spec)
     real = pydicom.dcmread

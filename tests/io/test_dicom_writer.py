@@ -22,14 +22,22 @@ def _volume(dtype: type = np.int16) -> CTVolume:
 @pytest.mark.parametrize("compression", [None, "rle", "j2k", "jpegls"])
 def test_pixels_and_geometry_read_back_exactly(tmp_path: Path, compression: str | None) -> None:
     vol = _volume()
-    paths = write_dicom_series(vol, tmp_path, compression=compression, contrast_agent="IOPAMIDOL",
-                               patient_height_m=1.72, patient_weight_kg=80.5)
+    paths = write_dicom_series(
+        vol,
+        tmp_path,
+        compression=compression,
+        contrast_agent="IOPAMIDOL",
+        patient_height_m=1.72,
+        patient_weight_kg=80.5,
+    )
     assert len(paths) == 4
     for k, p in enumerate(paths):
         ds = pydicom.dcmread(p)
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         assert np.array_equal(hu, vol.array[k])
-        assert np.allclose([float(x) for x in ds.ImagePositionPatient], vol.affine[:3, :3] @ [k, 0, 0] + vol.origin)
+        assert np.allclose(
+            [float(x) for x in ds.ImagePositionPatient], vol.affine[:3, :3] @ [k, 0, 0] + vol.origin
+        )
     ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
     assert ds.SOPClassUID == CT_IMAGE_STORAGE and ds.Modality == "CT"
     assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]

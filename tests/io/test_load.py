@@ -19,7 +19,7 @@ from .conftest import SeriesSpec, write_series
 
 def _body_phantom(shape=(8, 40, 40)) -> np.ndarray:
     """Air around a water cylinder with a fat rim: the minimum any CT shows."""
-    z, y, x = np.indices(shape)
+    _, y, x = np.indices(shape)
     r = np.hypot(y - shape[1] / 2, x - shape[2] / 2)
     arr = np.full(shape, -1000, np.int16)
     arr[r < 15] = -100
@@ -54,18 +54,28 @@ def test_load_ct_dispatches_and_returns_canonical(tmp_path: Path) -> None:
     assert dvol.provenance.source_format == "dicom" and np.array_equal(dvol.array, arr)
     with pytest.raises(InputError, match="series UID only applies to DICOM"):
         load_ct(nii, series_uid="1.2.3")
-    mr = write_nifti(np.random.default_rng(1).integers(0, 500, (6, 20, 20)).astype(np.int16), aff, tmp_path / "mr.nii")
+    mr = write_nifti(
+        np.random.default_rng(1).integers(0, 500, (6, 20, 20)).astype(np.int16), aff, tmp_path / "mr.nii"
+    )
     with pytest.raises(UnsupportedSeriesError):
         load_ct(mr)
 
 
 def test_info_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arr = _body_phantom()
-    spec = SeriesSpec(pixels=list(arr), positions=[[0.0, 0.0, 2.0 * k] for k in range(arr.shape[0])],
-                      description="abdomen soft")
+    spec = SeriesSpec(
+        pixels=list(arr),
+        positions=[[0.0, 0.0, 2.0 * k] for k in range(arr.shape[0])],
+        description="abdomen soft",
+    )
     write_series(tmp_path / "dcm", spec)
-    bone = SeriesSpec(pixels=list(arr), positions=[[0.0, 0.0, 2.0 * k] for k in range(arr.shape[0])],
-                      kernel="BONE", description="abdomen bone", series_number=3)
+    bone = SeriesSpec(
+        pixels=list(arr),
+        positions=[[0.0, 0.0, 2.0 * k] for k in range(arr.shape[0])],
+        kernel="BONE",
+        description="abdomen bone",
+        series_number=3,
+    )
     write_series(tmp_path / "dcm", bone)
     assert main(["info", str(tmp_path / "dcm")]) == 0
     out = capsys.readouterr().out
@@ -74,7 +84,10 @@ def test_info_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "Skipped series (1)" in out and "bone/lung (sharp) kernel (BONE)" in out
     assert main(["info", str(tmp_path / "dcm"), "--series", bone.series_uid]) == 0
     assert "abdomen bone" in capsys.readouterr().out
-    mr = write_nifti(np.random.default_rng(1).integers(0, 500, (6, 20, 20)).astype(np.int16), np.eye(4),
-                     tmp_path / "mr.nii.gz")
+    mr = write_nifti(
+        np.random.default_rng(1).integers(0, 500, (6, 20, 20)).astype(np.int16),
+        np.eye(4),
+        tmp_path / "mr.nii.gz",
+    )
     assert main(["info", str(mr)]) == 2
     assert main(["info", str(tmp_path / "missing")]) == 2

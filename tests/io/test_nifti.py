@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from osteoscan.errors import InputError
-from osteoscan.io.nifti import lps_affine_to_nifti, nifti_affine_to_lps, read_nifti, read_nifti_array, write_nifti
+from osteoscan.io.nifti import (
+    lps_affine_to_nifti,
+    nifti_affine_to_lps,
+    read_nifti,
+    read_nifti_array,
+    write_nifti,
+)
 from osteoscan.io.volume import CTVolume, affine_from_spacing, to_canonical
 
 
@@ -41,7 +47,7 @@ def test_affine_conversion_is_an_involution_and_matches_nibabel(tmp_path: Path) 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8, np.uint16, np.int32, np.bool_])
 def test_round_trip_any_dtype_is_exact(tmp_path: Path, dtype: type) -> None:
     rng = np.random.default_rng(0)
-    arr = (rng.integers(0, 200, size=(7, 9, 11)) - (0 if dtype in (np.uint8, np.uint16, np.bool_) else 100))
+    arr = rng.integers(0, 200, size=(7, 9, 11)) - (0 if dtype in (np.uint8, np.uint16, np.bool_) else 100)
     arr = arr.astype(dtype)
     aff = _oblique_affine()
     p = write_nifti(arr, aff, tmp_path / "lab.nii")

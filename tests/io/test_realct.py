@@ -75,7 +75,9 @@ def test_chest_jpegll_geometry(realct: Path) -> None:
     assert np.allclose(np.diff(z), 1.25)
 
 
-@pytest.mark.parametrize("name", ["ts_example/ct.nii.gz", "ts_example/ct_small.nii.gz", "tptbox_l3/sub-ct_label-22_ct.nii.gz"])
+@pytest.mark.parametrize(
+    "name", ["ts_example/ct.nii.gz", "ts_example/ct_small.nii.gz", "tptbox_l3/sub-ct_label-22_ct.nii.gz"]
+)
 def test_real_nifti_ct_loads(realct: Path, name: str) -> None:
     vol = load_ct(realct / name)
     assert vol.orientation == ("S", "P", "L")

@@ -35,7 +35,9 @@ def _best(fn, repeat: int) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dicom", nargs="?", help="DICOM series folder to time (e.g. ../shared/realct/chest_jpegll)")
+    parser.add_argument(
+        "dicom", nargs="?", help="DICOM series folder to time (e.g. ../shared/realct/chest_jpegll)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; the best time is reported")
     parser.add_argument("--scipy", action="store_true", help="also time scipy.ndimage.map_coordinates (slow)")
     args = parser.parse_args(argv)
@@ -53,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  full read, parallel decode:          {t_all:.2f} s")
         print(f"  full read, one process:              {t_one:.2f} s")
     rng = np.random.default_rng(0)
-    vol = CTVolume(rng.integers(-1024, 2000, size=BENCH_SHAPE).astype(np.int16), affine_from_spacing(BENCH_SPACING))
+    vol = CTVolume(
+        rng.integers(-1024, 2000, size=BENCH_SHAPE).astype(np.int16), affine_from_spacing(BENCH_SPACING)
+    )
     for sp in (1.0, 3.0):
         for threads in (1, None):
-            t, out = _best(lambda: resample(vol, sp, threads=threads), args.repeat)
+            t, out = _best(lambda sp=sp, threads=threads: resample(vol, sp, threads=threads), args.repeat)
             label = "1 thread" if threads == 1 else "all CPUs"
             print(f"resample {BENCH_SHAPE} -> {sp:g} mm {out.shape} linear, {label}: {t:.3f} s")  # type: ignore[union-attr]
-        t, out = _best(lambda: resample(vol, sp, order=0), args.repeat)
+        t, out = _best(lambda sp=sp: resample(vol, sp, order=0), args.repeat)
         print(f"resample {BENCH_SHAPE} -> {sp:g} mm nearest (labels): {t:.3f} s")
     if args.scipy:
         from scipy import ndimage
@@ -74,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
         t, ref = _best(with_scipy, 1)
         ours = resample_to_grid(vol.array, vol.affine, shape, taff, order=1)
-        print(f"scipy.ndimage.affine_transform -> 1 mm: {t:.2f} s (max |difference| {np.abs(ref - ours).max():.4f} HU)")
+        print(
+            f"scipy.ndimage.affine_transform -> 1 mm: {t:.2f} s (max |difference| {np.abs(ref - ours).max():.4f} HU)"
+        )
     return 0
 
 

@@ -14,7 +14,12 @@ HELP = "show the CT series osteoscan would analyse in a DICOM folder/zip or NIfT
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", nargs="+", help="DICOM folder, zip, DICOM file(s) or .nii/.nii.gz file")
-    parser.add_argument("--series", metavar="UID", default=None, help="SeriesInstanceUID to use instead of the automatic choice")
+    parser.add_argument(
+        "--series",
+        metavar="UID",
+        default=None,
+        help="SeriesInstanceUID to use instead of the automatic choice",
+    )
 
 
 def _fmt(value: object) -> str:
@@ -39,7 +44,7 @@ def _report(volume, skipped, ignored, out: list[str]) -> None:
     out.append(f"Input:           {prov.source_path}")
     out.append(f"Format:          {prov.source_format}")
     if prov.source_format == "dicom":
-        out.append(f"Series:          {_fmt(prov.series_instance_uid)}  \"{_fmt(prov.series_description)}\"")
+        out.append(f'Series:          {_fmt(prov.series_instance_uid)}  "{_fmt(prov.series_description)}"')
         out.append(f"Modality:        {_fmt(prov.modality)}")
         out.append(f"Slices:          {nz}")
         out.append(f"Transfer syntax: {_fmt(prov.transfer_syntax)}")
@@ -60,14 +65,20 @@ def _report(volume, skipped, ignored, out: list[str]) -> None:
         ("Kernel", prov.convolution_kernel),
         ("Slice thickness", f"{prov.slice_thickness_mm:g} mm" if prov.slice_thickness_mm else None),
         ("Contrast agent", prov.contrast_agent),
-        ("Patient", " / ".join(
-            x for x in (
-                f"age {prov.patient_age_years:g} y" if prov.patient_age_years is not None else "",
-                f"sex {prov.patient_sex}" if prov.patient_sex else "",
-                f"height {prov.patient_height_m:g} m" if prov.patient_height_m else "",
-                f"weight {prov.patient_weight_kg:g} kg" if prov.patient_weight_kg else "",
-            ) if x
-        ) or None),
+        (
+            "Patient",
+            " / ".join(
+                x
+                for x in (
+                    f"age {prov.patient_age_years:g} y" if prov.patient_age_years is not None else "",
+                    f"sex {prov.patient_sex}" if prov.patient_sex else "",
+                    f"height {prov.patient_height_m:g} m" if prov.patient_height_m else "",
+                    f"weight {prov.patient_weight_kg:g} kg" if prov.patient_weight_kg else "",
+                )
+                if x
+            )
+            or None,
+        ),
     ):
         out.append(f"{label + ':':<17}{_fmt(val)}")
     for note in prov.geometry_notes:

@@ -20,6 +20,7 @@ Steps (each documented in docs/io.md):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -27,7 +28,6 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +64,12 @@ MIN_FRAMES_FOR_PROCESSES = 48
 #: SOP class of the DICOMDIR (Media Storage Directory Storage): an index, not an image.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: Transfer syntaxes stored uncompressed (decoding is a memory copy; no worker processes).
-UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+UNCOMPRESSED_SYNTAXES = {
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+}
 
 
 @dataclass
@@ -73,7 +78,7 @@ class _Frame:
 
     path: Path
     frame: int | None
-    ds: "Dataset"
+    ds: Dataset
     position: np.ndarray
     row_dir: np.ndarray
     col_dir: np.ndarray
@@ -112,7 +117,7 @@ class DicomSeries:
     """
 
     volume: CTVolume
-    datasets: tuple["Dataset", ...]
+    datasets: tuple[Dataset, ...]
     slice_axis: int
     resampled: bool
     skipped: tuple[SkippedSeries, ...] = ()
@@ -147,7 +152,9 @@ def _unzip(path: Path, tmp: Path) -> Path:
                 raise InputError(f"{path}: member '{bad}' is corrupt (CRC mismatch). Re-create the zip file.")
             zf.extractall(tmp)  # zipfile strips absolute paths and '..' (no path traversal)
     except zipfile.BadZipFile as exc:
-        raise InputError(f"{path}: not a valid zip file ({exc}). Re-create it, or unzip it and pass the folder.") from exc
+        raise InputError(
+            f"{path}: not a valid zip file ({exc}). Re-create it, or unzip it and pass the folder."
+        ) from exc
     return tmp
 
 
@@ -159,15 +166,21 @@ def _discover(source: str | Path | Sequence[str | Path], tmp: Path) -> tuple[lis
             raise InputError(f"{path}: no such file or folder. Check the path.")
         if path.is_dir():
             if not os.access(path, os.R_OK | os.X_OK):
-                raise InputError(f"{path}: permission denied. Make the folder readable (chmod -R u+rX '{path}').")
+                raise InputError(
+                    f"{path}: permission denied. Make the folder readable (chmod -R u+rX '{path}')."
+                )
             files = _walk(path)
             if not files:
-                raise InputError(f"{path}: the folder is empty. Point to the folder that holds the DICOM series.")
+                raise InputError(
+                    f"{path}: the folder is empty. Point to the folder that holds the DICOM series."
+                )
             return files, str(path)
         if zipfile.is_zipfile(path):
             files = _walk(_unzip(path, tmp))
             if not files:
-                raise InputError(f"{path}: the zip file is empty. Zip the folder that holds the DICOM series.")
+                raise InputError(
+                    f"{path}: the zip file is empty. Zip the folder that holds the DICOM series."
+                )
             return files, str(path)
         return [path], str(path)
     files = [Path(p) for p in source]
@@ -183,7 +196,7 @@ def _discover(source: str | Path | Sequence[str | Path], tmp: Path) -> tuple[lis
 # 2. headers and stacks
 
 
-def _read_header(path: Path) -> tuple["Dataset | None", str]:
+def _read_header(path: Path) -> tuple[Dataset | None, str]:
     """Header-only dataset, or None with the reason the file was ignored."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -191,7 +204,9 @@ def _read_header(path: Path) -> tuple["Dataset | None", str]:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except PermissionError as exc:
-        raise InputError(f"{path}: permission denied ({exc.strerror}). Make the files readable (chmod -R u+r).") from exc
+        raise InputError(
+            f"{path}: permission denied ({exc.strerror}). Make the files readable (chmod -R u+r)."
+        ) from exc
     except InvalidDicomError:
         try:  # DICOM without the 128-byte preamble (old exports) still parses with force=True
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
@@ -240,23 +255,24 @@ def _first(value: Any) -> str | None:
     return str(value)
 
 
-def _frames_of(path: Path, ds: "Dataset") -> list[_Frame]:
+def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
     """The 2-D images of one file (one for classic CT, NumberOfFrames for Enhanced CT)."""
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     shared = ds.get("SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    common = dict(
-        path=path,
-        ds=ds,
-        rows=int(ds.get("Rows", 0) or 0),
-        cols=int(ds.get("Columns", 0) or 0),
-        instance_number=int(ds.get("InstanceNumber", 0) or 0),
-        sop_uid=str(ds.get("SOPInstanceUID", "")),
-        acquisition=str(ds.get("AcquisitionNumber", "") or ""),
-    )
+    common: dict[str, Any] = {
+        "path": path,
+        "ds": ds,
+        "rows": int(ds.get("Rows", 0) or 0),
+        "cols": int(ds.get("Columns", 0) or 0),
+        "instance_number": int(ds.get("InstanceNumber", 0) or 0),
+        "sop_uid": str(ds.get("SOPInstanceUID", "")),
+        "acquisition": str(ds.get("AcquisitionNumber", "") or ""),
+    }
     if per_frame is not None and len(per_frame) == n_frames:
         frames = []
         for f in range(n_frames):
+
             def item(seq_name: str, f: int = f):
                 for groups in (per_frame[f], shared[0] if shared else None):
                     seq = groups.get(seq_name) if groups is not None else None
@@ -309,7 +325,7 @@ def _frames_of(path: Path, ds: "Dataset") -> list[_Frame]:
     ]
 
 
-def _stack_info(key: str, ds: "Dataset", frames: list[_Frame], split_note: str = "") -> StackInfo:
+def _stack_info(key: str, ds: Dataset, frames: list[_Frame], split_note: str = "") -> StackInfo:
     if frames:
         normal = np.cross(frames[0].row_dir, frames[0].col_dir)
         cos_z = float(abs(normal[2]) / max(np.linalg.norm(normal), 1e-9))
@@ -333,15 +349,17 @@ def _stack_info(key: str, ds: "Dataset", frames: list[_Frame], split_note: str =
     )
 
 
-def _group(headers: list[tuple[Path, "Dataset"]]) -> list[_Stack]:
+def _group(headers: list[tuple[Path, Dataset]]) -> list[_Stack]:
     """Candidate stacks: by series, then split by image size, orientation and localizer-ness."""
-    by_series: dict[str, list[tuple[Path, "Dataset"]]] = {}
+    by_series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path, ds in headers:
-        by_series.setdefault(str(ds.get("SeriesInstanceUID", "") or f"(no series UID) {path.parent}"), []).append((path, ds))
+        by_series.setdefault(
+            str(ds.get("SeriesInstanceUID", "") or f"(no series UID) {path.parent}"), []
+        ).append((path, ds))
     stacks: list[_Stack] = []
     for uid, members in by_series.items():
-        parts: dict[tuple, tuple[list[_Frame], "Dataset"]] = {}
-        no_geometry: list[tuple[Path, "Dataset"]] = []
+        parts: dict[tuple, tuple[list[_Frame], Dataset]] = {}
+        no_geometry: list[tuple[Path, Dataset]] = []
         for path, ds in members:
             frames = _frames_of(path, ds)
             if not frames:
@@ -488,13 +506,15 @@ def _deshear(stack: np.ndarray, positions: np.ndarray, drift: np.ndarray, f0: _F
         t = drift * (positions[k] - positions[0])  # in-plane offset of this slice's origin (mm)
         # target voxel (j, i) lies at source (j - t.col/ps_row, i - t.row/ps_col) of this slice
         shift = (float(t @ col_dir) / f0.pixel_spacing[0], float(t @ row_dir) / f0.pixel_spacing[1])
-        ndimage.shift(stack[k].astype(np.float32), shift, output=out[k], order=1, mode="constant", cval=AIR_HU)
+        ndimage.shift(
+            stack[k].astype(np.float32), shift, output=out[k], order=1, mode="constant", cval=AIR_HU
+        )
     return out
 
 
 def _uniform_resample(stack: np.ndarray, positions: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear interpolation along axis 0 from irregular ``positions`` onto a uniform grid."""
-    n = int(round((positions[-1] - positions[0]) / step)) + 1
+    n = round((positions[-1] - positions[0]) / step) + 1
     target = positions[0] + step * np.arange(n)
     i1 = np.clip(np.searchsorted(positions, target, side="left"), 1, len(positions) - 1)
     i0 = i1 - 1
@@ -594,7 +614,9 @@ def _to_hu(arrays: list[np.ndarray], frames: list[_Frame], label: str) -> np.nda
     """Stack stored values and apply RescaleSlope/Intercept (int16 when exact, else float32)."""
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise GeometryError(f"{label}: decoded images have different sizes {sorted(shapes)}; re-export the series")
+        raise GeometryError(
+            f"{label}: decoded images have different sizes {sorted(shapes)}; re-export the series"
+        )
     slopes = np.array([fr.slope for fr in frames], dtype=np.float64)
     inters = np.array([fr.intercept for fr in frames], dtype=np.float64)
     lo = min(float(a.min()) for a in arrays)
@@ -640,7 +662,7 @@ def _height_m(value: Any) -> float | None:
     return h
 
 
-def _provenance(ds: "Dataset", frames: list[_Frame], source: str, notes: list[str]) -> Provenance:
+def _provenance(ds: Dataset, frames: list[_Frame], source: str, notes: list[str]) -> Provenance:
     from pydicom.uid import UID
 
     syntaxes = sorted({str(fr.ds.file_meta.TransferSyntaxUID) for fr in frames})
@@ -693,7 +715,7 @@ def scan_series(
 
 def _scan(source, series_uid, tmp: Path):
     files, desc = _discover(source, tmp)
-    headers: list[tuple[Path, "Dataset"]] = []
+    headers: list[tuple[Path, Dataset]] = []
     ignored: list[tuple[str, str]] = []
     for p in files:
         ds, why = _read_header(p)
@@ -718,7 +740,9 @@ def _scan(source, series_uid, tmp: Path):
         reasons = requested_rejected or skipped
         first = reasons[0]
         if len({r.reason for r in reasons}) == 1:
-            names = ", ".join(f"{r.series_uid or 'no UID'} '{r.description or 'no description'}'" for r in reasons[:3])
+            names = ", ".join(
+                f"{r.series_uid or 'no UID'} '{r.description or 'no description'}'" for r in reasons[:3]
+            )
             more = f" and {len(reasons) - 3} more" if len(reasons) > 3 else ""
             raise UnsupportedSeriesError(f"{desc}: {first.reason} (series {names}{more})")
         summary = "; ".join(str(r) for r in reasons[:4])
@@ -749,7 +773,7 @@ def load_dicom_series(
         GeometryError: inconsistent positions, large gaps, excessive tilt.
     """
     with tempfile.TemporaryDirectory(prefix="osteoscan-zip-") as tmp:
-        stacks, chosen, skipped, ignored, desc = _scan(source, series_uid, Path(tmp))
+        _stacks, chosen, skipped, ignored, desc = _scan(source, series_uid, Path(tmp))
         info = chosen.info
         label = f"series {info.series_uid} ({info.description or 'no description'}) in {desc}"
         geo = _plan_geometry(chosen.frames, label)

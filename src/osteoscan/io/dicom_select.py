@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 #: Slices thinner than this are unusual (noisy, huge) reconstructions; prefer >= 0.5 mm.
 MIN_REASONABLE_THICKNESS_MM = 0.5
@@ -50,7 +51,7 @@ class KernelClass:
     UNKNOWN = 1
     SHARP = 2
 
-    NAMES = {0: "soft-tissue", 1: "unknown", 2: "bone/lung (sharp)"}
+    NAMES: ClassVar[dict[int, str]] = {0: "soft-tissue", 1: "unknown", 2: "bone/lung (sharp)"}
 
 
 def classify_kernel(kernel: str | None) -> int:
@@ -146,7 +147,11 @@ def _why_lost(loser: StackInfo, winner: StackInfo) -> str:
             what.append(f"image type {'/'.join(loser.image_type) or 'missing'} (derived or secondary)")
         if loser.normal_cos_z < AXIAL_COS_MIN:
             what.append("not axial (a reformat)")
-        return "not chosen: " + " and ".join(what or ["lower priority image type"]) + "; an ORIGINAL/PRIMARY axial series is present"
+        return (
+            "not chosen: "
+            + " and ".join(what or ["lower priority image type"])
+            + "; an ORIGINAL/PRIMARY axial series is present"
+        )
     if lk[1] != wk[1]:
         return f"not chosen: only {loser.n_slices} slice(s); a volume of {winner.n_slices} slices is present"
     if lk[2] != wk[2]:

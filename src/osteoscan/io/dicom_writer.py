@@ -45,7 +45,7 @@ def _age_string(years: float | None) -> str:
     """DICOM AS value ("065Y"); empty when unknown."""
     if years is None:
         return ""
-    y = int(round(years))
+    y = round(years)
     if not 0 <= y <= 999:
         raise InputError(f"patient age {years} years is out of range 0..999")
     return f"{y:03d}Y"
@@ -121,7 +121,9 @@ def write_dicom_series(
 
     prov = volume.provenance
     if compression is not None and compression not in COMPRESSION_SYNTAXES:
-        raise InputError(f"unknown compression {compression!r}; use one of {sorted(COMPRESSION_SYNTAXES)} or None")
+        raise InputError(
+            f"unknown compression {compression!r}; use one of {sorted(COMPRESSION_SYNTAXES)} or None"
+        )
     if compression == "j2k" and min(volume.shape[1:]) < J2K_MIN_SIDE:
         raise InputError(
             f"JPEG 2000 needs images of at least {J2K_MIN_SIDE} pixels per side (openjpeg uses 6 wavelet "
@@ -134,7 +136,9 @@ def write_dicom_series(
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except PermissionError as exc:
-        raise InputError(f"{outdir}: cannot create the output folder ({exc.strerror}); choose a writable path") from exc
+        raise InputError(
+            f"{outdir}: cannot create the output folder ({exc.strerror}); choose a writable path"
+        ) from exc
 
     study_uid = study_instance_uid or prov.study_instance_uid or generate_uid()
     series_uid = series_instance_uid or generate_uid()

@@ -107,6 +107,7 @@ def load_ct(path: str | Path | Sequence[str | Path], series_uid: str | None = No
     if not stats.is_ct:
         log.warning(
             "%s: labelled CT but the values do not look like HU (%s); results may be wrong",
-            volume.provenance.source_path, stats.describe(),
+            volume.provenance.source_path,
+            stats.describe(),
         )
     return volume

@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 #: RAS <-> LPS: negate world x and y (the same matrix in both directions).
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: (k, j, i) index order <-> (i, j, k): reverse the three index columns (its own inverse).
-_REVERSE_INDEX = np.array(
-    [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64
-)
+_REVERSE_INDEX = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 #: NIfTI sform/qform code "scanner anatomical" (NIfTI-1 standard, NIFTI_XFORM_SCANNER_ANAT).
 _XFORM_SCANNER_ANAT = 1
 
@@ -62,7 +60,9 @@ def _load(path: Path):  # -> nibabel.Nifti1Image | Nifti2Image
     try:
         img = nib.load(str(path))
     except PermissionError as exc:
-        raise InputError(f"{path}: permission denied ({exc.strerror}). Make the file readable (chmod +r).") from exc
+        raise InputError(
+            f"{path}: permission denied ({exc.strerror}). Make the file readable (chmod +r)."
+        ) from exc
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
         raise InputError(
             f"{path}: cannot be read as NIfTI ({exc}). The file is corrupt or truncated; re-export it."
@@ -88,7 +88,9 @@ def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         else:
             data = np.asarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
-        raise InputError(f"{path}: the image data cannot be decoded ({exc}). The file is truncated or corrupt.") from exc
+        raise InputError(
+            f"{path}: the image data cannot be decoded ({exc}). The file is truncated or corrupt."
+        ) from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -107,13 +109,17 @@ def _as_hu_dtype(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.int16 or array.dtype == np.float32:
         return array
     if np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_):
-        if array.size == 0 or (array.min() >= np.iinfo(np.int16).min and array.max() <= np.iinfo(np.int16).max):
+        if array.size == 0 or (
+            array.min() >= np.iinfo(np.int16).min and array.max() <= np.iinfo(np.int16).max
+        ):
             return array.astype(np.int16)
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
-            raise InputError("the NIfTI contains NaN or infinite values; a CT in HU has none. Fix the export.")
+            raise InputError(
+                "the NIfTI contains NaN or infinite values; a CT in HU has none. Fix the export."
+            )
         rounded = np.rint(array)
         lo, hi = np.iinfo(np.int16).min, np.iinfo(np.int16).max
         if array.size and np.array_equal(rounded, array) and array.min() >= lo and array.max() <= hi:
@@ -190,6 +196,8 @@ def write_nifti(
         path.parent.mkdir(parents=True, exist_ok=True)
         nib.save(img, str(path))
     except PermissionError as exc:
-        raise InputError(f"{path}: permission denied while writing ({exc.strerror}). Choose a writable folder.") from exc
+        raise InputError(
+            f"{path}: permission denied while writing ({exc.strerror}). Choose a writable folder."
+        ) from exc
     log.debug("wrote %s %s %s", path, array.shape, array.dtype)
     return path

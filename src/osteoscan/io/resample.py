@@ -111,7 +111,9 @@ def _source_coords(affine: np.ndarray, target_shape: Sequence[int], target_affin
         perm.append(s)
     if sorted(perm) != [0, 1, 2]:
         return None
-    coords = [lin[perm[t], t] * np.arange(target_shape[t], dtype=np.float64) + m[perm[t], 3] for t in range(3)]
+    coords = [
+        lin[perm[t], t] * np.arange(target_shape[t], dtype=np.float64) + m[perm[t], 3] for t in range(3)
+    ]
     return perm, coords
 
 
@@ -154,7 +156,13 @@ def resample_to_grid(
     src = np.transpose(array, perm) if perm != [0, 1, 2] else array
     if order == 0:
         idx_inside = [_nearest_plan(coords[t], src.shape[t]) for t in range(3)]
-        out = src[np.ix_(*(p[0] for p in idx_inside))]
+        # successive takes: each pass shrinks/grows one axis; faster than one np.ix_ gather
+        out = src
+        for axis, (idx, _) in enumerate(idx_inside):
+            if not (len(idx) == out.shape[axis] and np.array_equal(idx, np.arange(len(idx)))):
+                out = np.take(out, idx, axis=axis)
+        if out is src:
+            out = src.copy()
         insides = [p[1] for p in idx_inside]
         cast_cval = np.asarray(cval).astype(out.dtype)
     else:
@@ -208,8 +216,14 @@ def _resample_scipy(array, affine, target_shape, target_affine, order, cval) -> 
     shift[:3, 3] = 1.0
     mp = shift @ m
     out = ndimage.affine_transform(
-        padded, mp[:3, :3], offset=mp[:3, 3], output_shape=target_shape, order=order,
-        mode="constant", cval=cval, prefilter=order > 1,
+        padded,
+        mp[:3, :3],
+        offset=mp[:3, 3],
+        output_shape=target_shape,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=order > 1,
     )
     grid = np.indices(target_shape, dtype=np.float32).reshape(3, -1)
     pts = m[:3, :3] @ grid + m[:3, 3:4]
@@ -271,7 +285,9 @@ def resample(
     Linear interpolation returns float32 HU; ``order=0`` keeps int16. Provenance is kept and a
     geometry note records the resampling.
     """
-    arr, aff = resample_array(volume.array, volume.affine, spacing_mm, order=order, cval=AIR_HU, threads=threads)
+    arr, aff = resample_array(
+        volume.array, volume.affine, spacing_mm, order=order, cval=AIR_HU, threads=threads
+    )
     if arr.dtype not in (np.int16, np.float32):
         arr = arr.astype(np.float32)
     sp = "x".join(f"{s:.2f}" for s in np.linalg.norm(aff[:3, :3], axis=0))

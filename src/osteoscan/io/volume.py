@@ -67,7 +67,7 @@ class Provenance:
         d["geometry_notes"] = list(self.geometry_notes)
         return d
 
-    def with_notes(self, *notes: str) -> "Provenance":
+    def with_notes(self, *notes: str) -> Provenance:
         return dataclasses.replace(self, geometry_notes=self.geometry_notes + tuple(notes))
 
 
@@ -133,7 +133,7 @@ class CTVolume:
         pts = np.asarray(points, dtype=np.float64)
         return pts @ inv[:3, :3].T + inv[:3, 3]
 
-    def with_array(self, array: np.ndarray, affine: np.ndarray | None = None) -> "CTVolume":
+    def with_array(self, array: np.ndarray, affine: np.ndarray | None = None) -> CTVolume:
         """A new volume sharing this provenance (for derived arrays of the same or new geometry)."""
         return CTVolume(array=array, affine=self.affine if affine is None else affine, provenance=self.provenance)
 
