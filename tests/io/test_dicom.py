@@ -509,3 +509,22 @@ def test_datasets_follow_canonical_order_when_the_normal_points_down(tmp_path: P
     for k in range(n):  # slice k of the volume is the image of datasets[k] (rows flipped to P)
         assert np.array_equal(vol.array[k], spec.pixels[k][::-1])
     assert vol.provenance.sop_instance_uids == tuple(ds.SOPInstanceUID for ds in series.datasets)
+
+
+def test_two_phases_in_one_series_are_split_by_acquisition(tmp_path: Path, ct_spec: SeriesSpec) -> None:
+    pre = dataclasses.replace(ct_spec, extra={"AcquisitionNumber": 1})
+    write_series(tmp_path, pre, names=[f"pre{k}" for k in range(12)])
+    post_pixels = [p + 200 for p in ct_spec.pixels[:8]]
+    post = dataclasses.replace(
+        ct_spec,
+        pixels=post_pixels,
+        positions=ct_spec.positions[2:10],
+        instance_numbers=list(range(13, 21)),
+        extra={"AcquisitionNumber": 2},
+    )
+    write_series(tmp_path, post, names=[f"post{k}" for k in range(8)])
+    series = load_dicom_series(tmp_path)
+    assert np.array_equal(series.volume.array, _expected(ct_spec))  # one phase, not interleaved
+    assert not series.volume.provenance.geometry_notes
+    (skipped,) = series.skipped
+    assert "acquisition 2" in skipped.reason and "8 images" in skipped.reason

@@ -349,6 +349,29 @@ def _stack_info(key: str, ds: Dataset, frames: list[_Frame], split_note: str = "
     )
 
 
+def _split_repeated_acquisitions(
+    parts: dict[tuple, tuple[list[_Frame], Dataset]],
+) -> dict[tuple, tuple[list[_Frame], Dataset]]:
+    """Split a stack by AcquisitionNumber when its acquisitions cover the same positions twice.
+
+    Some scanners put several phases (pre/post contrast, repeated scans) into one series; merged,
+    they would interleave phases. Acquisitions that merely continue each other are left together.
+    """
+    out: dict[tuple, tuple[list[_Frame], Dataset]] = {}
+    for key, (frames, ds0) in parts.items():
+        acqs = {fr.acquisition for fr in frames}
+        if len(acqs) > 1:
+            normal = np.cross(frames[0].row_dir, frames[0].col_dir)
+            d = np.round(np.array([fr.position @ normal for fr in frames]) / DUPLICATE_POSITION_MM)
+            if len(np.unique(d)) < len(frames):
+                for acq in sorted(acqs):
+                    sub = [fr for fr in frames if fr.acquisition == acq]
+                    out[(*key, acq)] = (sub, sub[0].ds)
+                continue
+        out[key] = (frames, ds0)
+    return out
+
+
 def _group(headers: list[tuple[Path, Dataset]]) -> list[_Stack]:
     """Candidate stacks: by series, then split by image size, orientation and localizer-ness."""
     by_series: dict[str, list[tuple[Path, Dataset]]] = {}
@@ -375,12 +398,18 @@ def _group(headers: list[tuple[Path, Dataset]]) -> list[_Stack]:
                     str(ds.get("Modality", "")),
                 )
                 parts.setdefault(key, ([], ds))[0].append(fr)
+        parts = _split_repeated_acquisitions(parts)
         ordered = sorted(parts.items(), key=lambda kv: -len(kv[1][0]))
         main_rows = ordered[0][0][0:2] if ordered else None
         for idx, (key, (frames, ds0)) in enumerate(ordered):
             note = ""
             if idx > 0:
-                if key[:2] != main_rows:
+                if len(key) > 5:
+                    note = (
+                        f"{len(frames)} images of acquisition {key[5] or '(none)'} repeat slice positions of "
+                        "another acquisition in the same series (e.g. a second contrast phase): left out"
+                    )
+                elif key[:2] != main_rows:
                     note = (
                         f"{len(frames)} images of {key[0]}x{key[1]} pixels mixed into a series of "
                         f"{ordered[0][0][0]}x{ordered[0][0][1]} images: left out (mixed image sizes)"
