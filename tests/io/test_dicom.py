@@ -528,3 +528,15 @@ def test_two_phases_in_one_series_are_split_by_acquisition(tmp_path: Path, ct_sp
     assert not series.volume.provenance.geometry_notes
     (skipped,) = series.skipped
     assert "acquisition 2" in skipped.reason and "8 images" in skipped.reason
+
+
+def test_parallel_decoding_matches_serial(tmp_path: Path) -> None:
+    """Enough compressed slices to use worker processes; the result equals in-process decoding."""
+    from osteoscan.io.dicom import MIN_FRAMES_FOR_PROCESSES
+
+    n = MIN_FRAMES_FOR_PROCESSES
+    vol = CTVolume(np.stack(hu_slices(n, 32, 32)), affine_from_spacing((1.0, 0.5, 0.5)))
+    write_dicom_series(vol, tmp_path, compression="rle")
+    parallel = load_dicom_series(tmp_path, workers=2).volume
+    serial = load_dicom_series(tmp_path, workers=1).volume
+    assert np.array_equal(parallel.array, vol.array) and np.array_equal(serial.array, vol.array)
