@@ -16,7 +16,12 @@ from osteoscan.analysis import (
     vertebral_axis,
     vertebral_heights,
 )
-from osteoscan.analysis.intervertebral import genant_grade_from_loss, height_ratio_min, sagittal_tilt_deg
+from osteoscan.analysis.intervertebral import (
+    _expected_heights,
+    genant_grade_from_loss,
+    height_ratio_min,
+    sagittal_tilt_deg,
+)
 from osteoscan.io.volume import affine_from_spacing
 from osteoscan.result import FractureShape, Heights
 
@@ -254,3 +259,16 @@ def test_mild_crush_and_natural_size_steps() -> None:
     # L5 is ~7 % lower than L4 everywhere: not a fracture
     l5, l4 = Heights(24.19, 22.34, 22.34), Heights(26.13, 24.12, 24.12)
     assert genant_grade(l5, [l4]).grade == 0
+
+
+def test_wedged_or_biconcave_neighbours_are_no_reference() -> None:
+    """Phantom seed 4: a grade-2 crush between a wedge fracture and a normal vertebra."""
+    crush = Heights(anterior=19.28, middle=18.76, posterior=17.71)
+    wedge_above = Heights(anterior=18.59, middle=21.16, posterior=23.95)
+    normal_below = Heights(anterior=25.36, middle=24.25, posterior=23.24)
+    g = genant_grade(crush, [wedge_above, normal_below])
+    assert (g.grade, g.shape) == (2, FractureShape.CRUSH)
+    assert g.height_loss_percent == pytest.approx(100 * (1 - 17.71 / 25.36))
+    # a biconcave neighbour is dropped too: the reference is the normal one alone
+    refs, expected = _expected_heights([Heights(24.42, 23.24, 23.58), Heights(25.69, 16.48, 23.63)])
+    assert refs == {"anterior": 24.42, "middle": 23.24, "posterior": 23.58} and expected == 24.42

@@ -357,10 +357,14 @@ def _expected_heights(neighbour_heights: Sequence[Heights]) -> tuple[dict[str, f
 
     The reference at each position is the neighbours' mean; the expected height is the largest
     reference (Genant compares with the vertebra's normal height, whose largest value is what the
-    fracture took away from). When two neighbours' largest heights differ by more than the grade-1
-    threshold, one of them is probably fractured itself and only the taller one is used.
+    fracture took away from). Fractured neighbours are no reference: a neighbour whose own wedge or
+    biconcave ratio shows a fracture is dropped, and when two neighbours' largest heights differ by
+    more than the grade-1 threshold (a crushed one) only the taller one is used.
     """
-    usable = [n for n in neighbour_heights if any(getattr(n, p) is not None for p in _POSITIONS)]
+    usable = [
+        n for n in neighbour_heights
+        if any(getattr(n, p) is not None for p in _POSITIONS) and not _looks_fractured(n)
+    ]
     if len(usable) == 2:
         m = [max(h for h in (n.anterior, n.middle, n.posterior) if h is not None) for n in usable]
         if min(m) < (1.0 - GENANT_MILD_LOSS) * max(m):
@@ -374,6 +378,12 @@ def _expected_heights(neighbour_heights: Sequence[Heights]) -> tuple[dict[str, f
 
 
 _POSITIONS = ("anterior", "middle", "posterior")
+
+
+def _looks_fractured(h: Heights) -> bool:
+    """Own wedge (Ha/Hp) or biconcave (Hm/Hp) loss at grade 1 or more."""
+    losses = [_ratio_loss(h.anterior, h.posterior), _ratio_loss(h.middle, h.posterior)]
+    return any(x is not None and x >= GENANT_MILD_LOSS for x in losses)
 
 
 def genant_grade(
