@@ -139,6 +139,9 @@ def _verify(args: argparse.Namespace, config) -> int:
     from osteoscan.runtime.verify import format_verify, verify_models
 
     rows = verify_models(args.name or None, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()), config=config)
+    if not rows:
+        log.error("nothing to verify: no shipped weights and no user models (train or import one first)")
+        return 1
     print(format_verify(rows))
     return 0 if all(r.passed for r in rows) else 1
 
