@@ -16,13 +16,14 @@ from osteoscan.labels import VertebraLevel, body_label
 from osteoscan.report import constants as C
 from osteoscan.report import content, figures, mesh
 from osteoscan.report.identity import ANONYMOUS, identity_from_datasets
+from osteoscan.report.levels import level_map
 
 
 def test_meshes_sit_where_the_labels_are(study) -> None:
-    meshes = mesh.vertebra_meshes(study.labels, study.ct.affine, figures.vertebra_colors(study.result))
+    meshes = mesh.vertebra_meshes(level_map(study.labels), study.ct.affine, figures.vertebra_colors(study.result))
     assert [m.level for m in meshes] == ["T12", "L1", "L2", "L3"]  # cranial to caudal (level order)
     voxel_ml = float(np.prod(study.ct.spacing)) / 1000.0
-    lvl = figures.level_map(study.labels)
+    lvl = level_map(study.labels)
     for m in meshes:
         value = VertebraLevel[m.level]
         idx = np.argwhere(lvl == value)
@@ -36,7 +37,7 @@ def test_meshes_sit_where_the_labels_are(study) -> None:
 
 
 def test_glb_and_stl_load_back(study, tmp_path: Path) -> None:
-    meshes = mesh.vertebra_meshes(study.labels, study.ct.affine, figures.vertebra_colors(study.result))
+    meshes = mesh.vertebra_meshes(level_map(study.labels), study.ct.affine, figures.vertebra_colors(study.result))
     scene = trimesh.load(mesh.export_glb(meshes, tmp_path / "spine.glb"))
     assert set(scene.geometry) == {"T12", "L1", "L2", "L3"}
     # glTF is Y-up in metres: superior (LPS z) becomes +y
@@ -48,7 +49,7 @@ def test_glb_and_stl_load_back(study, tmp_path: Path) -> None:
 
 
 def test_render_is_a_real_picture(study) -> None:
-    meshes = mesh.vertebra_meshes(study.labels, study.ct.affine, figures.vertebra_colors(study.result), step=2)
+    meshes = mesh.vertebra_meshes(level_map(study.labels), study.ct.affine, figures.vertebra_colors(study.result), step=2)
     img = np.asarray(Image.open(io.BytesIO(mesh.render_png(meshes))).convert("RGB")).astype(int)
     assert img.shape[0] > img.shape[1] > 300  # portrait: the spine is tall
     red = (img[..., 0] > 120) & (img[..., 1] < 90) & (img[..., 2] < 90)  # L2 is drawn in the osteoporosis colour
@@ -62,7 +63,7 @@ def test_sagittal_follows_a_curved_spine() -> None:
     for k in range(30):
         x = 8 + k // 2  # the spine drifts to the left going up (scoliosis)
         labels[k, 5:10, x : x + 3] = body_label(VertebraLevel.L1)
-    path = figures._spine_path(figures.level_map(labels))
+    path = figures._spine_path(level_map(labels))
     expected = np.array([8 + k // 2 + 1 for k in range(30)])
     assert np.abs(path - expected).max() <= 1
 
@@ -100,7 +101,7 @@ def test_meshes_follow_the_affine() -> None:
     labels[3:9, 2:6, 4:10] = body_label(VertebraLevel.L4)
     affine = affine_from_spacing((2.0, 1.0, 1.5), origin=(10.0, -20.0, 30.0))
     affine[:3, 1] *= -1  # axis 1 now points anterior
-    [m] = mesh.vertebra_meshes(labels, affine)
+    [m] = mesh.vertebra_meshes(level_map(labels), affine)
     idx = np.argwhere(labels > 0)
     lo = idx.min(axis=0) - 0.5
     hi = idx.max(axis=0) + 0.5
@@ -110,3 +111,11 @@ def test_meshes_follow_the_affine() -> None:
     np.testing.assert_allclose(m.mesh.bounds, [box.min(axis=0), box.max(axis=0)], atol=0.6)
     np.testing.assert_allclose(m.mesh.bounds.mean(axis=0), box.mean(axis=0), atol=0.3)
     assert m.mesh.is_watertight and m.mesh.volume > 0  # outward normals despite the flipped axis
+
+
+def test_level_map_keeps_vertebrae_only() -> None:
+    from osteoscan.labels import Anatomy, disc_label, posterior_label
+
+    labels = np.array([0, int(Anatomy.MUSCLE_OTHER), body_label(VertebraLevel.T9), posterior_label(VertebraLevel.L5),
+                       disc_label(VertebraLevel.L1), body_label(VertebraLevel.SACRUM)], dtype=np.uint16)
+    assert level_map(labels).tolist() == [0, 0, VertebraLevel.T9, VertebraLevel.L5, 0, VertebraLevel.SACRUM]

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from scipy import ndimage
 
 from osteoscan.io import CTVolume
-from osteoscan.labels import BODY_OFFSET, DISC_OFFSET, Tissue, VertebraLevel
+from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.report import constants as C
 from osteoscan.report.content import MG_CM3, CM2, bmd_color, fmt
 from osteoscan.result import StudyResult, VertebraResult
@@ -31,12 +31,6 @@ SAGITTAL_MARGIN_ANTERIOR_MM = 60.0
 SAGITTAL_MARGIN_POSTERIOR_MM = 35.0
 OVERLAY_ALPHA = 0.5
 DPI = 150
-
-
-def level_map(labels: np.ndarray) -> np.ndarray:
-    """Vertebra level (``VertebraLevel`` value) of each body/posterior voxel, 0 elsewhere (discs too)."""
-    vertebral = (labels >= BODY_OFFSET) & (labels < DISC_OFFSET)
-    return np.where(vertebral, labels % 100, 0).astype(np.uint8)
 
 
 def vertebra_colors(result: StudyResult) -> dict[str, str]:
@@ -63,7 +57,7 @@ def _window(img: np.ndarray, window: tuple[float, float]) -> tuple[float, float]
 def _spine_path(lvl: np.ndarray) -> np.ndarray:
     """Left-right column index of the spine on each axial slice (follows scoliosis), smoothed."""
     n_slices, _, n_cols = lvl.shape
-    counts = (lvl > 0).sum(axis=(1,))  # (slices, cols)
+    counts = np.count_nonzero(lvl, axis=1)  # (slices, cols)
     total = counts.sum(axis=1)
     cols = np.arange(n_cols)
     have = total > 0
@@ -75,9 +69,11 @@ def _spine_path(lvl: np.ndarray) -> np.ndarray:
     return np.clip(np.round(path).astype(int), 0, n_cols - 1)
 
 
-def sagittal_png(ct: CTVolume, labels: np.ndarray, result: StudyResult) -> bytes:
-    """Curved sagittal reformat through the spine, vertebrae coloured by BMD band and labelled."""
-    lvl = level_map(labels)
+def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
+    """Curved sagittal reformat through the spine, vertebrae coloured by BMD band and labelled.
+
+    ``lvl`` is the level map of the labels (:func:`osteoscan.report.levels.level_map`).
+    """
     path = _spine_path(lvl)
     rows = np.arange(ct.shape[0])
     img = ct.array[rows, :, path].astype(np.float32)  # (slices, AP)
@@ -158,10 +154,33 @@ def _acr_legend_handles() -> list[Patch]:
     ]
 
 
+#: Margin around the body outline in the axial figure, mm; HU above which a pixel is "body" (not air).
+AXIAL_MARGIN_MM = 12.0
+BODY_HU_THRESHOLD = -500.0
+
+
+def _body_box(img: np.ndarray, tissue: np.ndarray, spacing: tuple[float, float]) -> tuple[slice, slice]:
+    """Crop of an axial slice to the patient (largest non-air component, or the tissue map) plus margin."""
+    body = img > BODY_HU_THRESHOLD
+    lab, n = ndimage.label(body)
+    if n:
+        sizes = ndimage.sum(body, lab, index=np.arange(1, n + 1))
+        body = lab == (int(np.argmax(sizes)) + 1)  # the patient, not the table
+    body |= tissue > 0
+    if not body.any():
+        return slice(None), slice(None)
+    r, c = np.nonzero(body)
+    mr, mc = int(AXIAL_MARGIN_MM / spacing[0]), int(AXIAL_MARGIN_MM / spacing[1])
+    return (slice(max(0, r.min() - mr), min(img.shape[0], r.max() + mr + 1)),
+            slice(max(0, c.min() - mc), min(img.shape[1], c.max() + mc + 1)))
+
+
 def axial_tissue_png(ct: CTVolume, tissue: np.ndarray, slice_index: int, result: StudyResult) -> bytes:
     """The L3 axial slice (soft-tissue window) with the tissue map overlaid and the areas in the legend."""
     img = ct.array[slice_index].astype(np.float32)
     sy, sx = ct.spacing[1], ct.spacing[2]
+    rows, cols = _body_box(img, tissue, (sy, sx))
+    img, tissue = img[rows, cols], tissue[rows, cols]
     overlay = np.zeros(img.shape + (4,), dtype=np.float32)
     for t in (Tissue.MUSCLE, Tissue.SAT, Tissue.VAT, Tissue.IMAT):
         overlay[tissue == t] = to_rgba(C.TISSUE_COLORS[t.name], 0.45)
@@ -207,8 +226,8 @@ def bmd_chart_png(result: StudyResult) -> bytes:
     for y, text in ((C.ACR_OSTEOPOROSIS_BELOW_MG_CM3 / 2, "osteoporosis"),
                     ((C.ACR_OSTEOPOROSIS_BELOW_MG_CM3 + C.ACR_NORMAL_ABOVE_MG_CM3) / 2, "osteopenia"),
                     ((C.ACR_NORMAL_ABOVE_MG_CM3 + top) / 2, "normal")):
-        ax.text(1.0, y, text, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
-                color="#555555", style="italic")
+        ax.text(1.01, y, text, transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=7.5,
+                color="#444444", style="italic")
     x = np.arange(len(verts))
     if verts:
         reg = [(i, v) for i, v in enumerate(verts) if v.bmd_mg_cm3 is not None]
@@ -235,12 +254,12 @@ def bmd_chart_png(result: StudyResult) -> bytes:
                 ms=6,
                 label="BMD (phantomless calibration)",
             )
-        ax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
     s = result.summary
     if s.bmd_l1_l2_mg_cm3 is not None:
-        ax.axhline(s.bmd_l1_l2_mg_cm3, color="#1f3b73", ls="--", lw=0.8)
-        ax.text(0.0, s.bmd_l1_l2_mg_cm3, f" mean L1-L2 {s.bmd_l1_l2_mg_cm3:.0f}", fontsize=7, va="bottom",
-                transform=ax.get_yaxis_transform(), color="#1f3b73")
+        ax.axhline(s.bmd_l1_l2_mg_cm3, color="#1f3b73", ls="--", lw=0.8,
+                   label=f"mean L1-L2 {s.bmd_l1_l2_mg_cm3:.1f} {MG_CM3}")
+    if verts:
+        ax.legend(fontsize=7, loc="upper left", frameon=False, ncol=3)
     ax.set_xticks(x, [v.level for v in verts])
     ax.set_xlim(-0.6, max(len(verts), 1) - 0.4)
     ax.set_ylim(0, top)

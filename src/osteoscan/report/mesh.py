@@ -29,7 +29,6 @@ from scipy import ndimage
 from skimage import measure
 
 from osteoscan.labels import VertebraLevel
-from osteoscan.report.figures import level_map
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,17 @@ class VertebraMesh:
 
 
 def vertebra_meshes(
-    labels: np.ndarray,
+    lvl: np.ndarray,
     affine: np.ndarray,
     colors: dict[str, str] | None = None,
     step: int = 1,
+    boxes: list[tuple[slice, ...] | None] | None = None,
 ) -> list[VertebraMesh]:
-    """Marching-cubes surface of every vertebra level in a label map (cranial to caudal)."""
-    lvl = level_map(labels)
+    """Marching-cubes surface of every level in a level map (:func:`~osteoscan.report.levels.level_map`),
+    cranial to caudal. ``boxes``: ``scipy.ndimage.find_objects(lvl)`` when the caller has it already."""
     spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
     sigma = MASK_SMOOTHING_MM / spacing
-    objects = ndimage.find_objects(lvl)
+    objects = ndimage.find_objects(lvl) if boxes is None else boxes
     out: list[VertebraMesh] = []
     for value, box in enumerate(objects, start=1):
         if box is None:
@@ -79,10 +79,10 @@ def vertebra_meshes(
         verts, faces, _, _ = measure.marching_cubes(field, level=0.5, step_size=step, allow_degenerate=False)
         verts = verts + lo - 1  # back to full-volume array indices (minus the 1-voxel pad)
         lps = verts @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
-        mesh = trimesh.Trimesh(vertices=lps, faces=faces[:, ::-1] if np.linalg.det(affine[:3, :3]) < 0 else faces,
-                               process=True)
+        mesh = trimesh.Trimesh(vertices=lps, faces=faces, process=True)
         trimesh.smoothing.filter_taubin(mesh, iterations=TAUBIN_ITERATIONS)
-        mesh.fix_normals()
+        if mesh.volume < 0:  # marching cubes winds consistently; only the sign of the grid can flip it
+            mesh.invert()
         out.append(VertebraMesh(level, mesh, (colors or {}).get(level, "#d9d4c7")))
     return out
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from scipy import ndimage
 
 from osteoscan.errors import GeometryError, InputError, OsteoscanError
 from osteoscan.io import CTVolume
@@ -96,6 +97,7 @@ def write_outputs(
     from osteoscan.report import content as content_mod
     from osteoscan.report import figures, mesh
     from osteoscan.report.identity import identity_from_datasets
+    from osteoscan.report.levels import level_map
 
     wanted = set(outputs)
     _check_inputs(ct, labels, tissue, wanted)
@@ -123,19 +125,21 @@ def write_outputs(
         else:
             paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
 
+    lvl = level_map(labels)
     images: dict[str, bytes | None] = {"sagittal": None, "axial": None, "chart": None, "render": None}
     if wanted & {"html", "pdf", "sc", "mesh"}:
         colors = figures.vertebra_colors(result)
         if wanted & {"html", "pdf", "sc"}:
-            images["sagittal"] = figures.sagittal_png(ct, labels, result)
+            images["sagittal"] = figures.sagittal_png(ct, lvl, result)
             images["chart"] = figures.bmd_chart_png(result)
             if tissue is not None and slice_index is not None:
                 images["axial"] = figures.axial_tissue_png(ct, tissue, slice_index, result)
         step = max(1, int(round(RENDER_VOXEL_MM / min(ct.spacing))))
-        render_meshes = mesh.vertebra_meshes(labels, ct.affine, colors, step=step)
+        boxes = ndimage.find_objects(lvl)
+        render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
         images["render"] = mesh.render_png(render_meshes)
         if "mesh" in wanted:
-            full = mesh.vertebra_meshes(labels, ct.affine, colors) if step > 1 else render_meshes
+            full = mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes) if step > 1 else render_meshes
             if full:
                 paths["glb"] = mesh.export_glb(full, outdir / "spine.glb")
                 paths["stl"] = mesh.export_stl(full, outdir / "spine.stl")
@@ -162,7 +166,7 @@ def write_outputs(
             for name in dicom_wanted:
                 paths.skip(name, NOT_DICOM)
         else:
-            _write_dicom(paths, wanted, result, ct, labels, tissue, outdir, source_datasets, images)
+            _write_dicom(paths, wanted, result, ct, lvl, tissue, outdir, source_datasets, images)
     log.info("wrote %d outputs to %s (%d skipped)", len(paths), outdir, len(paths.skipped))
     return paths
 
@@ -172,7 +176,7 @@ def _write_dicom(
     wanted: set[str],
     result: StudyResult,
     ct: CTVolume,
-    labels: np.ndarray,
+    lvl: np.ndarray,
     tissue: np.ndarray | None,
     outdir: Path,
     source_datasets: Sequence[pydicom.Dataset],
@@ -193,7 +197,7 @@ def _write_dicom(
     seg_ds = segments = None
     if "seg" in wanted:
         paths["seg"] = outdir / "seg.dcm"
-        segments = write_seg(paths["seg"], result, ct, labels, tissue, source_datasets)
+        segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets)
         seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
     if "sr" in wanted:
         paths["sr"] = outdir / "sr.dcm"

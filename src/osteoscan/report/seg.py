@@ -25,7 +25,6 @@ from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.report import constants as C
 from osteoscan.report import dicom_codes as K
 from osteoscan.report import dicom_common as D
-from osteoscan.report.figures import level_map
 from osteoscan.result import StudyResult
 
 log = logging.getLogger(__name__)
@@ -52,17 +51,20 @@ def _algorithm(result: StudyResult, family_name: str) -> hd.AlgorithmIdentificat
 
 
 def build_label_volume(
-    labels: np.ndarray, tissue: np.ndarray | None, slice_index: int | None
+    lvl: np.ndarray, tissue: np.ndarray | None, slice_index: int | None
 ) -> tuple[np.ndarray, list[VertebraLevel], list[Tissue], int]:
-    """Segment-number map (uint16): levels cranial to caudal, then tissues on ``slice_index``.
+    """Segment-number map (uint8/uint16): levels cranial to caudal, then tissues on ``slice_index``.
 
-    Returns the map, the levels, the tissues and the number of tissue pixels given up to vertebrae.
+    ``lvl`` is the level map (:func:`osteoscan.report.levels.level_map`). Returns the map, the levels,
+    the tissues and the number of tissue pixels given up to vertebrae.
     """
-    lvl = level_map(labels)
-    present = [VertebraLevel(int(v)) for v in np.unique(lvl) if v > 0]
-    seg = np.zeros(labels.shape, dtype=np.uint16)
+    seen = np.zeros(256, dtype=bool)
+    seen[lvl.ravel()] = True
+    present = [VertebraLevel(int(v)) for v in np.flatnonzero(seen) if v > 0]
+    lut = np.zeros(256, dtype=np.uint16)
     for n, level in enumerate(present, start=1):
-        seg[lvl == level] = n
+        lut[int(level)] = n
+    seg = lut[lvl]
     tissues: list[Tissue] = []
     conflicts = 0
     if tissue is not None and slice_index is not None:
@@ -121,13 +123,13 @@ def write_seg(
     path: Path,
     result: StudyResult,
     ct: CTVolume,
-    labels: np.ndarray,
+    lvl: np.ndarray,
     tissue: np.ndarray | None,
     source_datasets: Sequence[pydicom.Dataset],
 ) -> SegmentInfo:
-    """Write the Segmentation; returns the segment numbers per level and tissue."""
+    """Write the Segmentation from the level map ``lvl``; returns the segment numbers per level and tissue."""
     slice_index = result.composition.slice_index if result.composition is not None else None
-    seg, levels, tissues, conflicts = build_label_volume(labels, tissue, slice_index)
+    seg, levels, tissues, conflicts = build_label_volume(lvl, tissue, slice_index)
     if conflicts:
         log.warning("%d tissue pixels on slice %s are also vertebra; kept as vertebra in seg.dcm", conflicts,
                     slice_index)
