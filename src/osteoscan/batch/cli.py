@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 HELP = "screen many studies (folders, manifest CSV, globs): resumable, local process pool or Ray cluster"
@@ -34,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per study when its worker dies")
     p.add_argument("--retry-failed", action="store_true", help="retry studies whose input was rejected before")
     p.add_argument("--list", action="store_true", help="only list the studies found, do not screen")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         from osteoscan.batch.local_pool import LocalPool
 
         backend = LocalPool(factory, default_local_slots(args.workers, gpus, args.per_gpu))
+    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's stop: shut down like Ctrl-C (tables, workers)
     summary = run_batch(tasks, args.output, backend, max_attempts=args.max_attempts, retry_failed=args.retry_failed)
     rate = "--" if summary.cases_per_hour is None else f"{summary.cases_per_hour:.1f}"
     print(

@@ -43,6 +43,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 _STAT_THREADS = 8
 #: How long the driver waits for events per loop turn (s).
 _POLL_S = 0.5
+#: Tables are rewritten at least this often during a long batch (s), so they can be watched.
+TABLES_EVERY_S = 600.0
 
 
 @dataclass
@@ -201,6 +203,7 @@ class _Driver:
 
     def run(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
+        last_tables = time.monotonic()
         with self.display:
             while self._busy():
                 if len(self.failed_slots) >= self.n_slots:
@@ -208,6 +211,9 @@ class _Driver:
                 self._assign()
                 for ev in self.backend.poll(_POLL_S):
                     self._handle(ev)
+                if time.monotonic() - last_tables > TABLES_EVERY_S:
+                    write_tables(self.outdir, self.state.records)
+                    last_tables = time.monotonic()
 
     def _handle(self, ev: object) -> None:
         if isinstance(ev, SlotReady):

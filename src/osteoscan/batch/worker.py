@@ -87,7 +87,12 @@ class StudyWorker:
         self._ahead: dict[str, Future] = {}
 
     def read_ahead(self, task: StudyTask) -> None:
-        """Start hashing (reading) ``task``'s input in the background."""
+        """Start hashing (reading) ``task``'s input in the background.
+
+        A hint is consumed by the very next ``process`` call; one still here now went to another
+        worker (the driver rebalances at the end of a batch) and is dropped.
+        """
+        self._ahead = {k: f for k, f in self._ahead.items() if k == task.study_id}
         if task.study_id not in self._ahead:
             self._ahead[task.study_id] = self._io.submit(content_sha256, task)
 
