@@ -20,6 +20,7 @@ from osteoscan.analysis.intervertebral import (
     _expected_heights,
     genant_grade_from_loss,
     height_ratio_min,
+    plate_below,
     sagittal_tilt_deg,
 )
 from osteoscan.io.volume import affine_from_spacing
@@ -272,3 +273,17 @@ def test_wedged_or_biconcave_neighbours_are_no_reference() -> None:
     # a biconcave neighbour is dropped too: the reference is the normal one alone
     refs, expected = _expected_heights([Heights(24.42, 23.24, 23.58), Heights(25.69, 16.48, 23.63)])
     assert refs == {"anterior": 24.42, "middle": 23.24, "posterior": 23.58} and expected == 24.42
+
+
+def test_s1_plate_found_under_l5(synth) -> None:
+    """A sacrum-like block with wide alae and a 30 deg plate; its own PCA axes would mislead."""
+    shape = (110, 80, 110)
+    l5 = synth.voxelise(synth.Body(), shape, ISO, (75.0, 40.0, 55.0), tilt_deg=-10.0)
+    sacrum_body = synth.Body(posterior=40.0, anterior=40.0, depth=40.0, width=100.0, section="box")
+    sacrum = synth.voxelise(sacrum_body, shape, ISO, (35.0, 45.0, 55.0), tilt_deg=-30.0)
+    sacrum &= ~l5
+    plate = plate_below(l5, sacrum, ISO)
+    assert sagittal_tilt_deg(plate.normal, ISO) == pytest.approx(-30.0, abs=1.5)
+    l1 = synth.voxelise(synth.Body(), shape, ISO, (75.0, 40.0, 55.0), tilt_deg=12.0)
+    angle = lumbar_lordosis_deg(l1, sacrum, ISO, lower_plate="superior", l5_body_mask=l5)
+    assert angle == pytest.approx(42.0, abs=2.0)

@@ -57,6 +57,8 @@ _ENDPLATE_CENTRAL_LR = 0.5
 #: collapse; the grade then comes from the Genant loss against the expected height, so a grade-1
 #: crush (20-25 % below the expected height, i.e. ~15-20 % below same-position neighbours) is seen.
 _CRUSH_UNIFORM_REDUCTION = 0.15
+#: How far below the guide body (beyond its own half-height) plate_below looks for the plate.
+_PLATE_BELOW_REACH_MM = 30.0
 #: Search range and step (deg) of the wall alignment of the AP axis (see _align_with_walls).
 _WALL_SEARCH_DEG = 20.0
 _WALL_SEARCH_STEP_DEG = 0.25
@@ -609,6 +611,64 @@ def sagittal_tilt_deg(normal: ArrayLike, spacing_or_affine: ArrayLike) -> float:
     return math.degrees(math.atan2(float(np.dot(n, -frame.anterior)), float(np.dot(n, frame.superior))))
 
 
+def plate_below(
+    guide_body_mask: np.ndarray,
+    target_mask: np.ndarray,
+    spacing_or_affine: ArrayLike,
+    guide_axes: VertebralAxes | None = None,
+) -> EndplatePlane | None:
+    """The cranial surface of ``target_mask`` facing the body above it (e.g. the S1 plate under L5).
+
+    The sacrum's principal axes say nothing about its S1 endplate (alae, curved segments), but the
+    plate lies right under L5: rays from the central part of the guide body (L5), cast caudally along
+    its axis, first enter the target at the plate. A plane is fitted to those entry points (normal
+    pointing cranially). None when either mask is empty or fewer than 6 rays reach the target.
+    """
+    guide = check_mask(guide_body_mask, "guide_body_mask")
+    target = check_mask(target_mask, "target_mask")
+    if guide.shape != target.shape:
+        raise ValueError(f"guide and target masks differ in shape: {guide.shape} vs {target.shape}")
+    frame0 = Frame.from_geometry(spacing_or_affine)
+    both = crop_to_mask(guide | target, margin=2)
+    if both is None or not guide.any() or not target.any():
+        return None
+    _, lo = both
+    hi = lo + np.asarray(both[0].shape)
+    sl = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
+    pad = [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(lo, hi, guide.shape)]
+    fg = np.pad(guide[sl].astype(np.float32), pad)
+    ft = np.pad(target[sl].astype(np.float32), pad)
+    frame = frame0.shifted(lo)
+    pts = mask_points_mm(fg > 0.5, frame)
+    if len(pts) < 4:
+        return None
+    axes = guide_axes or _axes_from_points(pts, frame, None)
+    c, sup, a, lft = (np.asarray(v) for v in (axes.centroid_mm, axes.superior, axes.anterior, axes.left))
+    rel = pts - c
+    pa, pl = rel @ a, rel @ lft
+    a_lo, a_hi = np.quantile(pa, [0.5 - _ENDPLATE_CENTRAL_AP / 2, 0.5 + _ENDPLATE_CENTRAL_AP / 2])
+    l_lo, l_hi = np.quantile(pl, [0.5 - _ENDPLATE_CENTRAL_LR / 2, 0.5 + _ENDPLATE_CENTRAL_LR / 2])
+    g = max(float(frame.voxel_mm.min()), 0.5)
+    step = float(frame.voxel_mm.min()) * _ENDPLATE_RAY_STEP_FRACTION
+    reach = float(np.abs(rel @ sup).max()) + _PLATE_BELOW_REACH_MM
+    xx, yy = np.meshgrid(np.arange(a_lo, a_hi + 1e-9, g), np.arange(l_lo, l_hi + 1e-9, g), indexing="ij")
+    starts = c + xx.ravel()[:, None] * a + yy.ravel()[:, None] * lft
+    t = np.arange(0.0, reach + step / 2, step)  # distance travelled caudally
+    vals = sample(ft, frame, starts[:, None, :] - t[None, :, None] * sup)
+    inside = vals >= 0.5
+    hit = inside.any(axis=1)
+    if hit.sum() < 6:
+        return None
+    rows = np.flatnonzero(hit)
+    first = inside[rows].argmax(axis=1)
+    t_hit = np.array([_crossing(t, vals[r], int(i), -1) for r, i in zip(rows, first)])
+    surface = starts[rows] - t_hit[:, None] * sup
+    centre = surface.mean(axis=0)
+    _, sv, vt = np.linalg.svd(surface - centre, full_matrices=False)
+    normal = vt[2] if np.dot(vt[2], sup) >= 0 else -vt[2]
+    return EndplatePlane(tuple(centre), tuple(normal), len(surface), float(sv[2] / math.sqrt(len(surface))))  # type: ignore[arg-type]
+
+
 def lumbar_lordosis_deg(
     upper_body_mask: np.ndarray,
     lower_body_mask: np.ndarray,
@@ -616,13 +676,15 @@ def lumbar_lordosis_deg(
     lower_plate: str = "inferior",
     upper_axes: VertebralAxes | None = None,
     lower_axes: VertebralAxes | None = None,
+    l5_body_mask: np.ndarray | None = None,
 ) -> float | None:
     """Cobb-like lumbar lordosis angle (deg) between L1's superior and L5's inferior endplate.
 
     ``upper_body_mask`` is L1's body; ``lower_body_mask`` is L5's body (``lower_plate="inferior"``)
-    or S1/the sacrum (``lower_plate="superior"``, pass ``lower_axes`` if the sacrum's principal axes
-    are not a good endplate direction). Each endplate normal is projected on the image's sagittal
-    plane and its tilt measured towards posterior (:func:`sagittal_tilt_deg`); the angle is
+    or the sacrum (``lower_plate="superior"``: the S1 plate, found under ``l5_body_mask`` with
+    :func:`plate_below` when that is given, else from the sacrum's own axes or ``lower_axes``, which
+    is unreliable). Each endplate normal is projected on the image's sagittal plane and its tilt
+    measured towards posterior (:func:`sagittal_tilt_deg`); the angle is
     ``tilt(L1 superior) - tilt(lower plate)``.
 
     Sign convention: **positive = lordosis** (the segment is concave posteriorly: the L1 endplate
@@ -632,7 +694,10 @@ def lumbar_lordosis_deg(
     if lower_plate not in ("superior", "inferior"):
         raise ValueError(f"lower_plate must be 'inferior' (L5) or 'superior' (S1); got {lower_plate!r}")
     top = endplate_plane(upper_body_mask, spacing_or_affine, "superior", upper_axes)
-    bottom = endplate_plane(lower_body_mask, spacing_or_affine, lower_plate, lower_axes)
+    if lower_plate == "superior" and l5_body_mask is not None:
+        bottom = plate_below(l5_body_mask, lower_body_mask, spacing_or_affine)
+    else:
+        bottom = endplate_plane(lower_body_mask, spacing_or_affine, lower_plate, lower_axes)
     if top is None or bottom is None:
         log.info("lordosis not measured: an endplate could not be fitted")
         return None
