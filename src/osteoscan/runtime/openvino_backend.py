@@ -304,25 +304,40 @@ class OpenVINOSession(InferenceSession):
         req.infer(feed)
         return {name: to_float32(req.get_output_tensor(i).data).copy() for i, name in enumerate(self.output_names)}
 
+    def _async_requests(self) -> list[Any]:
+        reqs = getattr(self._local, "async_requests", None)
+        if reqs is None:
+            reqs = self._local.async_requests = [self._compiled.create_infer_request() for _ in range(self.n_requests)]
+        return reqs
+
+    def _collect(self, request: Any) -> Feed:
+        return {n: to_float32(request.get_output_tensor(i).data).copy() for i, n in enumerate(self.output_names)}
+
     def _run_many(self, feeds: Sequence[Feed]) -> list[Feed]:
-        import openvino as ov
-
-        if self.n_requests <= 1:
+        """Keep ``n_requests`` requests in flight (what ``ov.AsyncInferQueue`` does), with
+        ``start_async``/``wait`` and no Python callbacks: AsyncInferQueue's callbacks and userdata
+        are released on OpenVINO's stream threads, which deadlocked against the GIL when a
+        compiled model was destroyed (OpenVINO 2026.4, seen in this project's tests)."""
+        if self.n_requests <= 1 or len(feeds) <= 1:
             return [self._run_batch(f) for f in feeds]
+        reqs = self._async_requests()
         results: list[Feed | None] = [None] * len(feeds)
-        names = self.output_names
-
-        def done(request: Any, index: int) -> None:
-            results[index] = {n: to_float32(request.get_output_tensor(i).data).copy() for i, n in enumerate(names)}
-
-        queue = ov.AsyncInferQueue(self._compiled, min(self.n_requests, len(feeds)))
-        queue.set_callback(done)
-        for i, feed in enumerate(feeds):
-            queue.start_async(feed, i)
-        queue.wait_all()
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:
-            raise BackendError(f"openvino: {len(missing)} asynchronous requests of {self.info.model_name} returned nothing")
+        pending: dict[int, int] = {}  # request slot -> job index
+        try:
+            for i, feed in enumerate(feeds):
+                k = i % len(reqs)
+                if k in pending:
+                    reqs[k].wait()
+                    results[pending.pop(k)] = self._collect(reqs[k])
+                reqs[k].start_async(feed)
+                pending[k] = i
+            for k, i in sorted(pending.items(), key=lambda kv: kv[1]):
+                reqs[k].wait()
+                results[i] = self._collect(reqs[k])
+            pending.clear()
+        finally:
+            for k in pending:  # an exception left requests running: let them finish before reuse
+                reqs[k].wait()
         return [r for r in results if r is not None]
 
     def close(self) -> None:
