@@ -32,6 +32,9 @@ from osteoscan.errors import BackendError
 
 log = logging.getLogger(__name__)
 
+#: Ray's switch that stops it from setting CUDA_VISIBLE_DEVICES per actor (Ray documentation).
+_RAY_NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
+
 
 class StudyActor:
     """The Ray actor body (wrapped with ``ray.remote`` at start-up, so that importing this module
@@ -44,7 +47,10 @@ class StudyActor:
         self.gpu_ids: list[Any] = []
         if slot.num_gpus > 0:
             self.gpu_ids = list(ray.get_gpu_ids())
-            device = "cuda:0"  # Ray limits CUDA_VISIBLE_DEVICES to this actor's GPU
+            if os.environ.get(_RAY_NOSET_CUDA) and self.gpu_ids:
+                device = f"cuda:{int(self.gpu_ids[0])}"  # Ray left CUDA_VISIBLE_DEVICES alone: physical index
+            else:
+                device = "cuda:0"  # Ray limits CUDA_VISIBLE_DEVICES to this actor's GPU
         self.worker = StudyWorker(factory, device, slot.name)
 
     def info(self) -> tuple[str, int, str, str, list[Any]]:
