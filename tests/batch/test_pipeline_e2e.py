@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import batch_testlib as lib
 import pandas as pd
 import pytest
 
-import batch_testlib as lib
 from osteoscan.batch import LocalPool, PipelineProcessorFactory, discover, plan_slots, run_batch
 from osteoscan.cli import main
 
