@@ -61,6 +61,7 @@ def test_batch_isolates_failures_retries_killed_worker_and_writes_tables(archive
 
     records = [json.loads(x) for x in (out / "batch_state.jsonl").read_text().splitlines()]
     assert next(r for r in records if r["study_id"] == "case_004")["attempts"] == 2
+    assert all(r["input_bytes"] > 0 for r in records if r["status"] == "done")
 
 
 def test_rerun_is_idempotent_and_notices_changed_inputs(archive: Path, tmp_path: Path) -> None:
@@ -126,6 +127,10 @@ def test_interrupted_batch_resumes_without_recomputing(archive: Path, tmp_path: 
     # at most the one study in flight at the interruption ran twice; finished ones never did
     assert all(log.count(sid) == 1 for sid in finished)
     assert len(pd.read_csv(out / "results.csv")) == 5
+    # read-ahead: with one worker, every study but the first of each run was read (hashed) while
+    # the previous one was being screened
+    records = [json.loads(x) for x in (out / "batch_state.jsonl").read_text().splitlines()]
+    assert [r["read_ahead"] for r in records].count(False) == 2
 
 
 def test_study_that_always_kills_its_worker_fails_after_max_attempts(tmp_path: Path) -> None:

@@ -345,6 +345,8 @@ class _Driver:
                 worker=outcome.worker,
                 device=outcome.device,
                 elapsed_s=round(outcome.hash_s + outcome.process_s, 3),
+                input_bytes=outcome.input_bytes,
+                read_ahead=outcome.read_ahead,
                 finished_at=utc_now(),
             )
         )

@@ -45,6 +45,8 @@ class StudyRecord:
     reason: str | None = None
     traceback: str | None = None
     elapsed_s: float | None = None
+    input_bytes: int | None = None
+    read_ahead: bool = False  # the input had been read (hashed) while the previous study ran
     finished_at: str = ""
 
     def to_json(self) -> str:
