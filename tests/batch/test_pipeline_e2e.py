@@ -83,3 +83,25 @@ def test_cli_batch_lean_outputs(phantoms: Path, tmp_path: Path, capsys: pytest.C
     assert code == 0
     assert sorted(p.name for p in (out / "studies" / "ph_nifti").iterdir()) == ["result.json"]
     assert "1 screened" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pipeline_results_identical_in_local_and_ray_mode(phantoms: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from osteoscan.batch.ray_pool import RayPool
+
+    factory = PipelineProcessorFactory(outputs=("json",))
+    tasks = [t for t in discover([phantoms]) if t.study_id != "mr_scan"]
+    run_batch(tasks, tmp_path / "local", LocalPool(factory, plan_slots(2, [])), display=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_batch(tasks, tmp_path / "ray", RayPool(factory, "local", cpu_workers=2), display=False)
+    finally:
+        ray.shutdown()
+    for t in tasks:
+        a = json.loads((tmp_path / "local" / "studies" / t.study_id / "result.json").read_text())
+        b = json.loads((tmp_path / "ray" / "studies" / t.study_id / "result.json").read_text())
+        a.pop("timings_s"), b.pop("timings_s")
+        assert a == b, t.study_id

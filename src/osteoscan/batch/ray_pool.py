@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +167,7 @@ class RayPool:
         ready_refs = {s.ready_ref: n for n, s in self._slots.items() if s.ready_ref is not None and not s.dead}
         refs = list(ready_refs) + list(self._inflight)
         if not refs:
+            time.sleep(timeout)  # nothing can report: do not spin the driver
             return []
         done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if done:
