@@ -16,7 +16,7 @@ PS = (0.8, 0.7)
 PX_CM2 = 0.8 * 0.7 / 100.0
 
 
-def _slice() -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def _slice(with_imat_label: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Concentric slice: SAT ring, muscle ring (with fatty pixels), VAT core; known pixel counts."""
     n = 200
     j, i = np.indices((n, n))
@@ -28,33 +28,41 @@ def _slice() -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     muscle = (r <= 70) & (r > 55)
     tissue[muscle] = Tissue.MUSCLE
     hu[muscle] = 40.0
-    fatty = muscle & (i < 60)  # fat-range pixels inside the muscle compartment -> IMAT
+    imat_zone = muscle & (j < 45) & (i >= 60)
+    fatty = muscle & (i < 60) & ~imat_zone  # fat-range pixels labelled muscle
     hu[fatty] = -80.0
-    labelled_imat = muscle & (j < 45) & (i >= 60)
-    tissue[labelled_imat] = Tissue.IMAT
-    hu[labelled_imat] = -60.0
+    hot = muscle & (j > 160)  # calcification / contrast in muscle: not muscle attenuation
+    hu[hot] = 400.0
+    hu[imat_zone] = -60.0
+    if with_imat_label:
+        tissue[imat_zone] = Tissue.IMAT
     tissue[r <= 55] = Tissue.VAT
     hu[r <= 55] = -90.0
-    bowel = (r <= 10)
-    hu[bowel] = 30.0  # labelled VAT but out of the fat window: not counted
+    bowel = r <= 10
+    hu[bowel] = 30.0  # labelled VAT, soft-tissue HU (only the threshold-based areas drop it)
     skin = (r <= 90) & (r > 88)
-    hu[skin] = 20.0  # labelled SAT but soft-tissue HU: not counted
+    hu[skin] = 20.0  # labelled SAT, soft-tissue HU
     counts = {
-        "sma": int((muscle & ~fatty & ~labelled_imat).sum()),
-        "imat": int((fatty | labelled_imat).sum()),
-        "sat": int(((r <= 88) & (r > 70)).sum()),
-        "vat": int(((r <= 55) & (r > 10)).sum()),
+        "muscle_label": int((muscle & ~imat_zone).sum()) if with_imat_label else int(muscle.sum()),
+        "fatty": int(fatty.sum()),
+        "hot": int((hot & ~fatty).sum()),
+        "imat_label": int(imat_zone.sum()),
+        "sat": int(((r <= 90) & (r > 70)).sum()),
+        "sat_fat": int(((r <= 88) & (r > 70)).sum()),
+        "vat": int((r <= 55).sum()),
+        "vat_fat": int(((r <= 55) & (r > 10)).sum()),
     }
     return hu, tissue, counts
 
 
-def test_areas_and_muscle_hu() -> None:
+def test_areas_from_the_map_with_an_imat_class() -> None:
     hu, tissue, n = _slice()
     res = composition_at_slice(hu, tissue, PS, slice_index=42, slice_z_mm=-310.5)
-    assert res.sma_cm2 == pytest.approx(n["sma"] * PX_CM2)
-    assert res.imat_cm2 == pytest.approx(n["imat"] * PX_CM2)
+    assert res.sma_cm2 == pytest.approx(n["muscle_label"] * PX_CM2)
+    assert res.imat_cm2 == pytest.approx(n["imat_label"] * PX_CM2)
     assert res.sat_cm2 == pytest.approx(n["sat"] * PX_CM2)
     assert res.vat_cm2 == pytest.approx(n["vat"] * PX_CM2)
+    # muscle HU only over -29..150: the fatty (-80) and hot (400) pixels are left out
     assert res.muscle_hu == pytest.approx(40.0)
     assert res.vat_sat_ratio == pytest.approx(n["vat"] / n["sat"])
     assert (res.level, res.slice_index, res.slice_z_mm) == ("L3", 42, -310.5)
@@ -64,15 +72,24 @@ def test_areas_and_muscle_hu() -> None:
     assert "myosteatosis not assessable: BMI unknown" in res.flags
 
 
-def test_muscle_window_excludes_out_of_range_pixels() -> None:
-    hu, tissue, n = _slice()
-    hu2 = hu.copy()
-    hot = (tissue == Tissue.MUSCLE) & (hu == 40.0)
-    first = np.argwhere(hot)[:100]
-    hu2[tuple(first.T)] = 400.0  # calcification / contrast: not muscle
-    res = composition_at_slice(hu2, tissue, PS)
-    assert res.sma_cm2 == pytest.approx((n["sma"] - 100) * PX_CM2)
+def test_imat_by_hu_when_the_map_has_no_imat_class() -> None:
+    hu, tissue, n = _slice(with_imat_label=False)
+    res = composition_at_slice(hu, tissue, PS)
+    imat = n["fatty"] + n["imat_label"]  # every fat-range pixel of the muscle compartment
+    assert res.imat_cm2 == pytest.approx(imat * PX_CM2)
+    assert res.sma_cm2 == pytest.approx((n["muscle_label"] - imat) * PX_CM2)
     assert res.muscle_hu == pytest.approx(40.0)
+    forced = composition_at_slice(hu, tissue, PS, imat_from_hu=False)
+    assert forced.imat_cm2 == 0.0 and forced.sma_cm2 == pytest.approx(n["muscle_label"] * PX_CM2)
+
+
+def test_threshold_based_areas() -> None:
+    hu, tissue, n = _slice()
+    res = composition_at_slice(hu, tissue, PS, hu_windows=True)
+    assert res.sma_cm2 == pytest.approx((n["muscle_label"] - n["fatty"] - n["hot"]) * PX_CM2)
+    assert res.sat_cm2 == pytest.approx(n["sat_fat"] * PX_CM2)
+    assert res.vat_cm2 == pytest.approx(n["vat_fat"] * PX_CM2)
+    assert res.imat_cm2 == pytest.approx(n["imat_label"] * PX_CM2)
 
 
 def _height_for_smi(sma_cm2: float, smi: float) -> float:

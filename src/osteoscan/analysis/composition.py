@@ -1,10 +1,10 @@
 """Body composition on one axial slice (usually mid-L3): areas, muscle attenuation, indices, flags.
 
-The tissue map (``osteoscan.labels.Tissue``) says which compartment a pixel belongs to; the HU
-windows of REFERENCE.md then decide which pixels count, as in the clinical literature: skeletal
-muscle area = muscle-compartment pixels within -29..+150 HU, adipose areas = pixels of their
-compartment within -190..-30 HU, and IMAT = fat-range pixels inside the muscle compartment (muscle
-plus any IMAT the model labelled). Flags say what was found and, for anything not assessable, why.
+The tissue map (``osteoscan.labels.Tissue``) says which compartment a pixel belongs to and the areas
+are the compartments' pixel areas; the HU windows of REFERENCE.md define the muscle attenuation
+(mean of muscle pixels within -29..+150 HU) and, when the map has no IMAT class, the IMAT (fat-range
+pixels, -190..-30 HU, inside the muscle compartment). Classic threshold-based areas are available
+with ``hu_windows=True``. Flags say what was found and, for anything not assessable, why.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def composition_at_slice(
     slice_z_mm: float | None = None,
     kvp: float | None = None,
     contrast_phase: str | None = None,
+    imat_from_hu: bool | None = None,
+    hu_windows: bool = False,
 ) -> CompositionResult:
     """Areas (cm2), muscle HU, VAT/SAT ratio, SMI and sarcopenia / myosteatosis flags of one slice.
 
@@ -93,6 +95,13 @@ def composition_at_slice(
         level, slice_index, slice_z_mm: copied into the result (where the slice was taken).
         kvp, contrast_phase: the HU cut-offs of myosteatosis hold at 120 kV without contrast; other
             settings are flagged.
+        imat_from_hu: True: IMAT = fat-range (-190..-30 HU) pixels inside the muscle compartment
+            (muscle + IMAT labels), removed from the muscle area; False: IMAT = the IMAT label;
+            None (default): True when the map has no IMAT pixel.
+        hu_windows: also restrict the areas to the HU windows (muscle -29..150, fat -190..-30), as
+            threshold-based (Mourtzakis-style) measurements do. Off by default: on noisy scans the
+            windows drop real tissue (fat with 35 HU noise loses ~2 % of its pixels), and the
+            segmentation already says which compartment a pixel belongs to.
 
     Flags (strings) report sarcopenia per Prado 2008 and Martin 2013, myosteatosis per Martin 2013,
     and the reason for each index that could not be assessed.
@@ -107,18 +116,29 @@ def composition_at_slice(
     px_cm2 = ps[0] * ps[1] / _MM2_PER_CM2
     hu = hu.astype(np.float64)
 
-    compartment = (tissue == Tissue.MUSCLE) | (tissue == Tissue.IMAT)
-    muscle = (tissue == Tissue.MUSCLE) & _in_range(hu, MUSCLE_HU_RANGE)
-    imat = compartment & _in_range(hu, FAT_HU_RANGE)
-    sat = (tissue == Tissue.SAT) & _in_range(hu, FAT_HU_RANGE)
-    vat = (tissue == Tissue.VAT) & _in_range(hu, FAT_HU_RANGE)
+    labelled_muscle = tissue == Tissue.MUSCLE
+    labelled_imat = tissue == Tissue.IMAT
+    fat_hu = _in_range(hu, FAT_HU_RANGE)
+    if imat_from_hu is None:
+        imat_from_hu = not labelled_imat.any()
+    if imat_from_hu:  # the map has no IMAT class: IMAT = fat-range pixels in the muscle compartment
+        imat = (labelled_muscle | labelled_imat) & fat_hu
+        muscle = labelled_muscle & ~fat_hu
+    else:
+        imat = labelled_imat
+        muscle = labelled_muscle
+    sat, vat = tissue == Tissue.SAT, tissue == Tissue.VAT
+    if hu_windows:  # classic threshold-based areas (Mourtzakis-style), for threshold literature
+        muscle = muscle & _in_range(hu, MUSCLE_HU_RANGE)
+        imat, sat, vat = imat & fat_hu, sat & fat_hu, vat & fat_hu
     sma = float(muscle.sum()) * px_cm2
     sat_cm2 = float(sat.sum()) * px_cm2
     vat_cm2 = float(vat.sum()) * px_cm2
     imat_cm2 = float(imat.sum()) * px_cm2
+    muscle_in_window = muscle & _in_range(hu, MUSCLE_HU_RANGE)
 
     flags: list[str] = []
-    muscle_hu = float(hu[muscle].mean()) if muscle.any() else None
+    muscle_hu = float(hu[muscle_in_window].mean()) if muscle_in_window.any() else None
     if muscle_hu is None:
         flags.append("muscle HU not assessable: no muscle pixels within -29..150 HU")
     vat_sat = vat_cm2 / sat_cm2 if sat_cm2 > 0 else None
