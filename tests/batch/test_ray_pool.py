@@ -108,3 +108,51 @@ def test_cluster_slot_planning_spreads_over_every_gpu() -> None:
         plan_cluster_slots({"CPU": 16.0, "GPU": 1.0}, cpu_workers=0, gpus=2)
     with pytest.raises(BackendError, match="one CPU each"):
         plan_cluster_slots({"CPU": 2.0, "GPU": 2.0}, cpu_workers=0, gpus=None, per_gpu=2)
+
+
+@pytest.mark.slow
+def test_batch_against_a_ray_start_head_cluster_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented cluster path: ``ray start --head`` (own process group, ended by its id)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # loopback test cluster: no token to share
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        root = tmp_path / "archive"
+        lib.make_cases(root, [1, 2, 3, 4])
+        (root / "case_002.nii.gz.kill").touch()
+        calls = tmp_path / "calls.log"
+        pool = RayPool(lib.StatsFactory(str(calls)), f"127.0.0.1:{port}", cpu_workers=2)
+        deadline = time.monotonic() + 120
+        while True:  # the head takes a while to accept drivers
+            try:
+                summary = run_batch(discover([root]), tmp_path / "out", pool, display=False)
+                break
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        assert (summary.done, summary.retried) == (4, 1)
+        assert not ray.is_initialized(), "the pool disconnects the driver it connected"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
