@@ -96,23 +96,38 @@ def check_mask(mask: np.ndarray, name: str, ndim: int = 3) -> np.ndarray:
     return m.astype(bool, copy=False)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first, last + 1) index of a 3-D mask's bounding box; None when empty.
+
+    Projections instead of ``argwhere``: a vertebra is a few 10^4 voxels of a 10^7-10^8 voxel
+    volume, and listing its voxels' indices over the full array costs ~10x more than three
+    ``any`` reductions restricted to the occupied slab.
+    """
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    if ks.size == 0:
+        return None
+    slab = mask[ks[0] : ks[-1] + 1]
+    js = np.flatnonzero(slab.any(axis=(0, 2)))
+    is_ = np.flatnonzero(slab.any(axis=(0, 1)))
+    return np.array([ks[0], js[0], is_[0]]), np.array([ks[-1] + 1, js[-1] + 1, is_[-1] + 1])
+
+
 def crop_to_mask(mask: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
     """Crop a mask to its bounding box plus ``margin`` voxels; None when empty.
 
-    Returns the cropped float32 field (0/1) and the index of its first voxel in the input array.
-    Working on the crop keeps every analysis fast on full-size volumes.
+    Returns the cropped float32 field (0/1) and the index of its first voxel in the input array
+    (may be negative: the margin is zero padding). Working on the crop keeps every analysis fast on
+    full-size volumes.
     """
-    idx = np.argwhere(mask)
-    if idx.size == 0:
+    box = bounding_box(mask)
+    if box is None:
         return None
-    lo = idx.min(axis=0)
-    hi = idx.max(axis=0) + 1
+    lo, hi = box
     crop = np.asarray(mask[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float32)
     # Zero padding (rather than neighbouring array content) keeps the 0.5 crossing at the border
     # visible to interpolation even when the object touches the edge of the array.
     crop = np.pad(crop, margin)
-    lo = lo - margin
-    return crop, lo
+    return crop, lo - margin
 
 
 def mask_points_mm(mask: np.ndarray, frame: Frame, max_points: int = 200_000) -> np.ndarray:
@@ -125,10 +140,13 @@ def mask_points_mm(mask: np.ndarray, frame: Frame, max_points: int = 200_000) ->
 
 def mask_centroid_mm(mask: np.ndarray, spacing_or_affine: ArrayLike) -> np.ndarray | None:
     """Centroid (mm, in the frame of ``spacing_or_affine``) of a mask; None when the mask is empty."""
-    idx = np.argwhere(np.asarray(mask, dtype=bool))
-    if idx.size == 0:
+    m = np.asarray(mask, dtype=bool)
+    box = bounding_box(m) if m.ndim == 3 else None
+    if box is None:
         return None
-    return Frame.from_geometry(spacing_or_affine).to_mm(idx.mean(axis=0))
+    lo, hi = box
+    idx = np.argwhere(m[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    return Frame.from_geometry(spacing_or_affine).to_mm(idx.mean(axis=0) + lo)
 
 
 def sample(field: np.ndarray, frame: Frame, points_mm: np.ndarray) -> np.ndarray:

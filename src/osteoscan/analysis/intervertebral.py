@@ -267,7 +267,7 @@ def measure_heights(
     half = float(np.linalg.norm(frame.matrix @ np.asarray(field.shape, dtype=np.float64)))  # > any chord
 
     # AP extent of the mid-sagittal section (plane through the centroid spanned by s and a).
-    grid_step = max(step * 2.5, 0.2)
+    grid_step = 0.5 * float(frame.voxel_mm.min())  # coarse: both AP ends are refined by rays below
     u = np.arange(-half / 2, half / 2 + grid_step / 2, grid_step)
     ss, aa = np.meshgrid(u, u, indexing="ij")
     plane = c + ss[..., None] * s + aa[..., None] * a

@@ -45,7 +45,7 @@ from osteoscan.analysis.constants import (
     ROI_THICK_SLICE_MM,
     ROI_Z_EXTENT_MM,
 )
-from osteoscan.analysis.geometry import check_mask
+from osteoscan.analysis.geometry import bounding_box, check_mask
 from osteoscan.result import AcrCategory
 
 log = logging.getLogger(__name__)
@@ -82,22 +82,25 @@ def trabecular_roi(body_mask: np.ndarray, spacing: Sequence[float]) -> np.ndarra
     and intersected with the body eroded by 2 voxels (1 when slices are >= 3 mm) so that no cortex
     is sampled. An empty body gives an empty ROI.
     """
-    body = check_mask(body_mask, "body_mask")
+    full = check_mask(body_mask, "body_mask")
     sp = _check_spacing(spacing)
-    roi = np.zeros(body.shape, dtype=bool)
-    if not body.any():
-        return roi
+    roi_full = np.zeros(full.shape, dtype=bool)
+    box = bounding_box(full)
+    if box is None:
+        return roi_full
     n_erode = ROI_EROSION_VOXELS_THICK if sp[_AXIS_SI] >= ROI_THICK_SLICE_MM else ROI_EROSION_VOXELS
-    ks = np.flatnonzero(body.any(axis=(1, 2)))
-    k_lo, k_hi = max(int(ks[0]) - n_erode - 1, 0), min(int(ks[-1]) + n_erode + 2, body.shape[0])
-    sub = body[k_lo:k_hi]
-    eroded = ndimage.binary_erosion(sub, structure=ndimage.generate_binary_structure(3, 1), iterations=n_erode)
-    kc = float(np.argwhere(sub)[:, 0].mean())
+    lo, hi = box
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+    # zero margin so that erosion treats the bounding-box edge as outside, like the full array would
+    body = np.pad(full[crop], n_erode + 1)
+    roi = np.zeros(body.shape, dtype=bool)
+    eroded = ndimage.binary_erosion(body, structure=ndimage.generate_binary_structure(3, 1), iterations=n_erode)
+    kc = float(np.argwhere(body)[:, 0].mean())
     half_slices = ROI_Z_EXTENT_MM / 2.0 / sp[_AXIS_SI]
-    k_sel = [k for k in range(sub.shape[0]) if abs(k - kc) <= half_slices + 1e-9] or [round(kc)]
+    k_sel = [k for k in range(body.shape[0]) if abs(k - kc) <= half_slices + 1e-9] or [int(round(kc))]
     jj, ii = np.mgrid[0 : body.shape[1], 0 : body.shape[2]]
     for k in k_sel:
-        section = sub[k]
+        section = body[k]
         if not section.any():
             continue
         js = np.flatnonzero(section.any(axis=1))
@@ -110,8 +113,10 @@ def trabecular_roi(body_mask: np.ndarray, spacing: Sequence[float]) -> np.ndarra
         a = ROI_AP_SEMI_AXIS_FRACTION * ap
         b = ROI_LR_SEMI_AXIS_FRACTION * width
         ellipse = ((jj - jc) / a) ** 2 + ((ii - ic) / b) ** 2 <= 1.0
-        roi[k_lo + k] = ellipse & eroded[k]
-    return roi
+        roi[k] = ellipse & eroded[k]
+    m = n_erode + 1
+    roi_full[crop] = roi[m:-m, m:-m, m:-m]
+    return roi_full
 
 
 class HuStats(NamedTuple):
