@@ -97,7 +97,7 @@ def trabecular_roi(body_mask: np.ndarray, spacing: Sequence[float]) -> np.ndarra
     eroded = ndimage.binary_erosion(body, structure=ndimage.generate_binary_structure(3, 1), iterations=n_erode)
     kc = float(np.argwhere(body)[:, 0].mean())
     half_slices = ROI_Z_EXTENT_MM / 2.0 / sp[_AXIS_SI]
-    k_sel = [k for k in range(body.shape[0]) if abs(k - kc) <= half_slices + 1e-9] or [int(round(kc))]
+    k_sel = [k for k in range(body.shape[0]) if abs(k - kc) <= half_slices + 1e-9] or [round(kc)]
     jj, ii = np.mgrid[0 : body.shape[1], 0 : body.shape[2]]
     for k in k_sel:
         section = body[k]
