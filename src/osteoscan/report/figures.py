@@ -20,7 +20,7 @@ from scipy import ndimage
 from osteoscan.io import CTVolume
 from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.report import constants as C
-from osteoscan.report.content import MG_CM3, CM2, bmd_color, fmt
+from osteoscan.report.content import CM2, MG_CM3, bmd_color, fmt
 from osteoscan.result import StudyResult, VertebraResult
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,18 @@ def _png(fig: Figure) -> bytes:
 def _window(img: np.ndarray, window: tuple[float, float]) -> tuple[float, float]:
     level, width = window
     return level - width / 2, level + width / 2
+
+
+def spread_labels(positions: list[float], min_gap: float) -> list[float]:
+    """Label positions moved apart (keeping their order) so that neighbours are at least ``min_gap`` apart."""
+    order = np.argsort(positions)
+    placed = np.asarray(positions, dtype=float)[order]
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + min_gap)
+    shift = (np.asarray(positions, dtype=float)[order] - placed).mean()  # re-centre the block
+    out = np.empty(len(placed))
+    out[order] = placed + shift
+    return out.tolist()
 
 
 def _spine_path(lvl: np.ndarray) -> np.ndarray:
@@ -107,23 +119,26 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
     ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", extent=extent, interpolation="bilinear")
     ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
     by_level = {v.level: v for v in result.vertebrae}
-    for value in np.unique(sag[sag > 0]):
-        name = VertebraLevel(int(value)).name
-        ks, js = np.nonzero(sag == value)
-        v = by_level.get(name)
-        bmd = _bmd(v) if v is not None else None
-        text = name if bmd is None else f"{name}  {bmd:.0f}"
-        ax.text(
-            max(js.min() * sy - 4.0, 2.0),
-            ks.mean() * sz,
-            text,
-            ha="right" if js.min() * sy > 30 else "left",
-            va="center",
-            fontsize=8,
-            color="white",
-            fontweight="bold",
-            bbox=dict(boxstyle="round,pad=0.2", fc="black", ec="none", alpha=0.6),
-        )
+    values = [int(v) for v in np.unique(sag[sag > 0])]
+    if values:
+        # one column of labels in front of the spine, spread apart so that neighbours never overlap
+        x_anchor = float(np.nonzero(sag)[1].min() * sy - 4.0)
+        ys = spread_labels([float(np.nonzero(sag == v)[0].mean() * sz) for v in values], 9.0)
+        for value, y in zip(values, ys):
+            name = VertebraLevel(value).name
+            v = by_level.get(name)
+            bmd = _bmd(v) if v is not None else None
+            ax.text(
+                max(x_anchor, 2.0),
+                y,
+                name if bmd is None else f"{name}  {bmd:.0f}",
+                ha="right" if x_anchor > 30 else "left",
+                va="center",
+                fontsize=8,
+                color="white",
+                fontweight="bold",
+                bbox=dict(boxstyle="round,pad=0.2", fc="black", ec="none", alpha=0.6),
+            )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.text(2, height_mm - 2, "A", color="yellow", fontsize=9, va="top")

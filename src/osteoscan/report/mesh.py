@@ -29,6 +29,7 @@ from scipy import ndimage
 from skimage import measure
 
 from osteoscan.labels import VertebraLevel
+from osteoscan.report.figures import spread_labels
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,10 @@ def render_png(meshes: list[VertebraMesh], title: str = "3-D reconstruction of t
     ax.set_xlim(lo[0] - pad, hi[0] + pad)
     ax.set_ylim(lo[1] - pad, hi[1] + pad)
     ax.set_aspect("equal")
-    for m in meshes:
-        c = m.mesh.vertices.mean(axis=0)
+    ys = spread_labels([float(m.mesh.vertices.mean(axis=0) @ up) for m in meshes], (hi[1] - lo[1]) * 0.035)
+    for m, y in zip(meshes, ys):
         extent_right = (m.mesh.vertices @ right).max()
-        ax.text(extent_right + pad * 0.3, c @ up, m.level, fontsize=7, va="center", ha="left", color="#222222")
+        ax.text(extent_right + pad * 0.3, y, m.level, fontsize=7, va="center", ha="left", color="#222222")
     ax.set_xlim(lo[0] - pad, hi[0] + pad * 4)
     return _png(fig)
 

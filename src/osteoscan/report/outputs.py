@@ -20,7 +20,9 @@ that was asked for but not written to the reason (also logged), e.g. DICOM objec
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,18 @@ class OutputPaths(dict[str, Path]):
     def __init__(self) -> None:
         super().__init__()
         self.skipped: dict[str, str] = {}
+        #: wall and CPU seconds per step (figures, mesh, html, pdf, seg, sr, ...), for benchmarks
+        self.timings_s: dict[str, float] = {}
+        self.cpu_s: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.timings_s[step] = self.timings_s.get(step, 0.0) + time.perf_counter() - t0
+            self.cpu_s[step] = self.cpu_s.get(step, 0.0) + time.process_time() - c0
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped[name] = reason
@@ -111,63 +125,78 @@ def write_outputs(
         tissue = None
 
     if "json" in wanted:
-        paths["json"] = outdir / "result.json"
-        result.to_json(paths["json"])
+        with paths.timed("json"):
+            paths["json"] = outdir / "result.json"
+            result.to_json(paths["json"])
 
     if wanted & {"nifti", "seg"}:
         from osteoscan.io import write_nifti
 
-        paths["labels_nifti"] = write_nifti(labels.astype(np.uint16), ct.affine, outdir / "labels.nii.gz")
-        if tissue is not None and slice_index is not None:
-            paths["tissue_nifti"] = write_nifti(
-                tissue.astype(np.uint8)[None], _slice_affine(ct, slice_index), outdir / "tissue_L3.nii.gz"
-            )
-        else:
-            paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
+        with paths.timed("nifti"):
+            paths["labels_nifti"] = write_nifti(labels.astype(np.uint16), ct.affine, outdir / "labels.nii.gz")
+            if tissue is not None and slice_index is not None:
+                paths["tissue_nifti"] = write_nifti(
+                    tissue.astype(np.uint8)[None], _slice_affine(ct, slice_index), outdir / "tissue_L3.nii.gz"
+                )
+            else:
+                paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
 
-    lvl = level_map(labels)
+    dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
     images: dict[str, bytes | None] = {"sagittal": None, "axial": None, "chart": None, "render": None}
-    if wanted & {"html", "pdf", "sc", "mesh"}:
-        colors = figures.vertebra_colors(result)
-        if wanted & {"html", "pdf", "sc"}:
+    lvl = None
+    if wanted & {"html", "pdf", "sc", "mesh"} or (source_datasets is not None and "seg" in wanted):
+        with paths.timed("level_map"):
+            lvl = level_map(labels)
+    if wanted & {"html", "pdf", "sc"}:
+        with paths.timed("figures"):
             images["sagittal"] = figures.sagittal_png(ct, lvl, result)
             images["chart"] = figures.bmd_chart_png(result)
             if tissue is not None and slice_index is not None:
                 images["axial"] = figures.axial_tissue_png(ct, tissue, slice_index, result)
-        step = max(1, int(round(RENDER_VOXEL_MM / min(ct.spacing))))
-        boxes = ndimage.find_objects(lvl)
-        render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
-        images["render"] = mesh.render_png(render_meshes)
+    if wanted & {"html", "pdf", "mesh"}:
+        colors = figures.vertebra_colors(result)
+        with paths.timed("mesh"):
+            step = max(1, int(round(RENDER_VOXEL_MM / min(ct.spacing))))
+            boxes = ndimage.find_objects(lvl)
+            render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
+        with paths.timed("render"):
+            images["render"] = mesh.render_png(render_meshes)
         if "mesh" in wanted:
-            full = mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes) if step > 1 else render_meshes
-            if full:
-                paths["glb"] = mesh.export_glb(full, outdir / "spine.glb")
-                paths["stl"] = mesh.export_stl(full, outdir / "spine.stl")
-            else:
-                paths.skip("mesh", "no vertebra in the label map")
-            paths["render_png"] = outdir / "spine_render.png"
-            paths["render_png"].write_bytes(images["render"])
+            with paths.timed("mesh"):
+                full = mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes) if step > 1 else render_meshes
+                if full:
+                    paths["glb"] = mesh.export_glb(full, outdir / "spine.glb")
+                    paths["stl"] = mesh.export_stl(full, outdir / "spine.stl")
+                else:
+                    paths.skip("mesh", "no vertebra in the label map")
+                paths["render_png"] = outdir / "spine_render.png"
+                paths["render_png"].write_bytes(images["render"])
 
     info = identity_from_datasets(source_datasets)
     content = content_mod.build_content(result)
     if "html" in wanted:
         from osteoscan.report.html import render_html
 
-        paths["html"] = outdir / "report.html"
-        paths["html"].write_text(render_html(result, content, info, images), encoding="utf-8")
+        with paths.timed("html"):
+            paths["html"] = outdir / "report.html"
+            paths["html"].write_text(render_html(result, content, info, images), encoding="utf-8")
     if "pdf" in wanted:
         from osteoscan.report.pdf import render_pdf
 
-        paths["pdf"] = render_pdf(outdir / "report.pdf", result, content, info, images)
+        with paths.timed("pdf"):
+            paths["pdf"] = render_pdf(outdir / "report.pdf", result, content, info, images)
 
-    dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
     if dicom_wanted:
         if source_datasets is None:
             for name in dicom_wanted:
                 paths.skip(name, NOT_DICOM)
         else:
             _write_dicom(paths, wanted, result, ct, lvl, tissue, outdir, source_datasets, images)
-    log.info("wrote %d outputs to %s (%d skipped)", len(paths), outdir, len(paths.skipped))
+    log.info(
+        "wrote %d outputs to %s (%d skipped) in %.1f s (CPU %.1f s): %s", len(paths), outdir, len(paths.skipped),
+        sum(paths.timings_s.values()), sum(paths.cpu_s.values()),
+        ", ".join(f"{k} {v:.2f}/{paths.cpu_s[k]:.2f}" for k, v in paths.timings_s.items()),
+    )
     return paths
 
 
@@ -196,20 +225,24 @@ def _write_dicom(
     source_datasets = unique_instances(source_datasets)
     seg_ds = segments = None
     if "seg" in wanted:
-        paths["seg"] = outdir / "seg.dcm"
-        segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets)
-        seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
+        with paths.timed("seg"):
+            paths["seg"] = outdir / "seg.dcm"
+            segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets)
+            seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
     if "sr" in wanted:
-        paths["sr"] = outdir / "sr.dcm"
-        write_sr(paths["sr"], result, source_datasets, seg_ds, segments)
+        with paths.timed("sr"):
+            paths["sr"] = outdir / "sr.dcm"
+            write_sr(paths["sr"], result, source_datasets, seg_ds, segments)
     if "pdf" in wanted:
-        paths["pdf_dicom"] = outdir / "report_pdf.dcm"
-        write_encapsulated_pdf(paths["pdf_dicom"], paths["pdf"], source_datasets)
+        with paths.timed("pdf_dicom"):
+            paths["pdf_dicom"] = outdir / "report_pdf.dcm"
+            write_encapsulated_pdf(paths["pdf_dicom"], paths["pdf"], source_datasets)
     if "sc" in wanted:
         key_images = {}
         if images["sagittal"]:
             key_images["sagittal"] = (images["sagittal"], ("P", "F"), "SPINE")
         if images["axial"]:
             key_images["axial_L3"] = (images["axial"], ("L", "P"), "ABDOMEN")
-        for name, path in write_secondary_captures(outdir / "sc", key_images, source_datasets).items():
-            paths[f"sc_{name}"] = path
+        with paths.timed("sc"):
+            for name, path in write_secondary_captures(outdir / "sc", key_images, source_datasets).items():
+                paths[f"sc_{name}"] = path
