@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,14 +91,72 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-# ---- a real `osteoscan serve` process -------------------------------------------------------------
-def pipeline_or_skip() -> None:
-    """The end-to-end tests need the real pipeline; skip (only) while it is not importable."""
+# ---- the real pipeline and phantom data --------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("osteoscan server")
+    group.addoption("--server-pipeline-toml", default="",
+                    help="extra TOML lines for the [pipeline] section of the services the server tests start "
+                         "(e.g. 'weights_dir = \"/path/to/models\"')")
+    group.addoption("--server-screenshots", default="",
+                    help="folder to also save the viewer screenshots to (docs/ to refresh the committed ones)")
+
+
+def loud_skip(reason: str) -> None:
+    bar = "!" * 100
+    print(f"\n{bar}\n!!! SKIPPED: {reason}\n{bar}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+_PIPELINE_STATE: dict[str, str] = {}
+
+
+def pipeline_or_skip(weights_dir: str = "") -> None:
+    """The end-to-end tests need the real pipeline: skip while it is not importable, or (loudly) while
+    its model weights have not been trained and shipped yet; any other failure fails the test."""
     try:
-        from osteoscan.pipeline import Pipeline, PipelineConfig  # noqa: F401
+        from osteoscan.pipeline import Pipeline, PipelineConfig
     except ImportError as exc:
         pytest.skip(f"osteoscan.pipeline is not importable yet ({exc}); end-to-end server tests skipped")
+    from osteoscan.errors import ModelError
 
+    if weights_dir not in _PIPELINE_STATE:
+        try:
+            Pipeline(PipelineConfig(weights_dir=Path(weights_dir) if weights_dir else None))
+            _PIPELINE_STATE[weights_dir] = ""
+        except ModelError as exc:
+            _PIPELINE_STATE[weights_dir] = str(exc)
+    if _PIPELINE_STATE[weights_dir]:
+        loud_skip(f"the pipeline's models are missing ({_PIPELINE_STATE[weights_dir]}); "
+                  "end-to-end server tests need the shipped weights")
+
+
+def pipeline_toml(request: pytest.FixtureRequest) -> str:
+    extra = str(request.config.getoption("--server-pipeline-toml", default="") or "")
+    return f"[pipeline]\n{extra}\n" if extra else ""
+
+
+def weights_dir_of(extra_toml: str) -> str:
+    return str(tomllib.loads(extra_toml).get("pipeline", {}).get("weights_dir", "")) if extra_toml else ""
+
+
+#: Phantom inputs of the end-to-end tests: the lumbar preset at a coarse grid (83 x 274 x 274 voxels,
+#: about 6 s to generate) for the spine, and the one-slice L3 preset for fast body-composition-only jobs.
+PHANTOM_SPACING_MM = (3.0, 1.5, 1.5)
+
+
+def phantom_series(folder: Path, seed: int, preset: str = "lumbar", **dicom: object) -> tuple[list[Path], str]:
+    """A phantom case written as a DICOM series; returns the files and the StudyInstanceUID."""
+    from pydicom.uid import generate_uid
+
+    from osteoscan.phantom import generate_case
+
+    case = generate_case(seed, preset, spacing_mm=PHANTOM_SPACING_MM)
+    study_uid = str(dicom.pop("study_instance_uid", None) or generate_uid())
+    files = write_dicom_series(case.volume, folder, study_instance_uid=study_uid, **dicom)  # type: ignore[arg-type]
+    return files, study_uid
+
+
+# ---- a real `osteoscan serve` process -------------------------------------------------------------
 
 class ServeProcess:
     """``osteoscan serve --config`` in a subprocess on loopback ports, with an HTTP client."""
@@ -205,15 +264,23 @@ class Orthanc:
 
     AET = "ORTHANC"
 
-    def __init__(self, root: Path, modalities: dict[str, tuple[str, int]]) -> None:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.http_port, self.dicom_port = free_port(), free_port()
+        self.config_path = root / "orthanc.json"
+        self.log_path = root / "orthanc.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=f"http://{LOOPBACK}:{self.http_port}", timeout=120)
+
+    def start(self, modalities: dict[str, tuple[str, int]], timeout: float = 30) -> "Orthanc":
+        """Start with ``modalities`` (name -> (AE title, port on 127.0.0.1)) known to Orthanc."""
         import json
 
-        self.root = root
-        self.http_port, self.dicom_port = free_port(), free_port()
         cfg = {
             "Name": "osteoscan-test-pacs",
-            "StorageDirectory": str(root / "storage"),
-            "IndexDirectory": str(root / "storage"),
+            "StorageDirectory": str(self.root / "storage"),
+            "IndexDirectory": str(self.root / "storage"),
             "HttpPort": self.http_port,
             "DicomPort": self.dicom_port,
             "DicomAet": self.AET,
@@ -230,13 +297,7 @@ class Orthanc:
             "HttpTimeout": 120,
             "DicomScuTimeout": 60,
         }
-        self.config_path = root / "orthanc.json"
         self.config_path.write_text(json.dumps(cfg, indent=1))
-        self.log_path = root / "orthanc.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://{LOOPBACK}:{self.http_port}", timeout=120)
-
-    def start(self, timeout: float = 30) -> "Orthanc":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([ORTHANC_BIN, str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.root)
@@ -295,11 +356,9 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
     started: list[Orthanc] = []
 
     def make(modalities: dict[str, tuple[str, int]]) -> Orthanc:
-        root = tmp_path / f"orthanc{len(started)}"
-        root.mkdir()
-        o = Orthanc(root, modalities)
+        o = Orthanc(tmp_path / f"orthanc{len(started)}")
         started.append(o)
-        return o.start()
+        return o.start(modalities)
 
     yield make
     for o in started:

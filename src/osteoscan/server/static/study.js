@@ -44,8 +44,10 @@ function showNumbers(r) {
   ]);
   const qc = document.getElementById("qc");
   const items = [...r.qc.warnings, ...Object.entries(r.qc.not_reported).map(([k, v]) => `${k}: ${v}`)];
-  qc.replaceChildren(el("h3", { text: "Quality control" }), el("p", { text: `coverage: ${r.qc.coverage.join(" ") || "none"}` }),
+  const details = el("details", {}, el("summary", { text: `${items.length} note(s): warnings and values not reported` }),
     el("ul", {}, ...items.map((t) => el("li", { text: t }))));
+  qc.replaceChildren(el("h3", { text: "Quality control" }),
+    el("p", { text: `levels in view: ${r.qc.coverage.join(" ") || "none"}` }), details);
 }
 
 function showChart(r) {
