@@ -91,3 +91,22 @@ def test_unknown_format_is_an_input_error(tmp_path, rt_config):
     bad.write_bytes(b"\x89HDF")
     with pytest.raises(InputError, match="unknown model format"):
         import_model(bad, "x", write_spec(tmp_path / "s.json"), config=rt_config)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_import_tensorflow_savedmodel_without_tensorflow(tmp_path, rt_config):
+    """A committed 40 KB SavedModel (made by fixtures/make_tf_fixture.py with tensorflow-cpu 2.21 in
+    a throw-away venv) is read by OpenVINO's TF front-end and matches TensorFlow's own output."""
+    saved = FIXTURES / "tf_tiny_seg"
+    if not (saved / "saved_model.pb").is_file():
+        pytest.skip("TF SavedModel fixture absent")
+    spec = write_spec(tmp_path / "s.json", patch_size=[8, 8, 8])
+    m = import_model(saved, "tf_seg", spec, config=rt_config)
+    assert m.record["format"] == "tensorflow" and m.ir_path.is_file()
+    ref = np.load(FIXTURES / "tf_tiny_seg_reference.npz")
+    s = create_session("tf_seg", precision="fp32", config=rt_config)
+    assert s.input_names == ("image",) and s.output_names == ("logits",)
+    out = s.infer(ref["image"])["logits"]
+    assert np.linalg.norm(out - ref["logits"]) / np.linalg.norm(ref["logits"]) <= 1e-4

@@ -249,6 +249,9 @@ def _convert_and_check(src: Path, fmt: str, spec: Any, feed: dict[str, np.ndarra
         _export_onnx(module, spec, feed, out)
         return out, _parity(ref, _ov_run(out, feed), "torchscript CPU fp32 vs exported ONNX on openvino CPU fp32")
     # OpenVINO IR, TensorFlow SavedModel, Paddle: OpenVINO reads them; keep an IR
+    if fmt == "paddle" and src.is_dir():  # OpenVINO's Paddle reader takes the graph file itself
+        graphs = sorted(src.glob("*.pdmodel")) or sorted(p for p in src.glob("*.json") if p.with_suffix(".pdiparams").is_file())
+        src = graphs[0]
     try:
         model = ov.Core().read_model(str(src)) if fmt == "openvino" else ov.convert_model(str(src))
     except RuntimeError as exc:
