@@ -85,5 +85,5 @@ class DenseNet3d(nn.Module):
         weighted = (f * m).sum(dim=(2, 3, 4)) / (m.sum(dim=(2, 3, 4)) + 1e-3)
         out = self.head(torch.cat([glob, weighted], dim=1))
         bmd = self.bmd_offset + self.bmd_scale * out[:, 0:1]
-        sigma = F.softplus(out[:, 1:2]) * self.bmd_scale * 0.1 + self.sigma_floor
+        sigma = F.softplus(out[:, 1:2]) * self.bmd_scale * 0.5 + self.sigma_floor
         return bmd, sigma

@@ -137,7 +137,7 @@ def _recipe_bmd(tiny: bool) -> dict[str, Any]:
 def _recipe_tissue(tiny: bool) -> dict[str, Any]:
     return dict(
         architecture="unet2d",
-        arch_params={"channels": [4, 8] if tiny else [16, 32, 64, 128, 256]},
+        arch_params={"channels": [4, 8] if tiny else [16, 32, 64, 96, 128]},
         in_channels=1,
         out_channels=len(Tissue),
         input_names=("image",),
@@ -210,6 +210,8 @@ def load_torch_model(spec: ModelSpec, device: str = "cpu"):  # -> torch.nn.Modul
         )
     model = build_torch_model(spec)
     state = torch.load(path, map_location=device, weights_only=True)
+    # shipped state dicts are stored in float16 to halve their size; the module runs in float32
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

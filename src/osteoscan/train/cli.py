@@ -58,3 +58,19 @@ def run(args: argparse.Namespace) -> int:
         + (f", exported to {result.spec.onnx_path}" if result.spec else "")
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run without the top-level ``osteoscan`` CLI (e.g. on a training machine without pydicom)."""
+    import logging
+    import sys
+
+    parser = argparse.ArgumentParser(prog="osteoscan-train", description=HELP)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

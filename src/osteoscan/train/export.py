@@ -60,7 +60,8 @@ def export_model(
     params = count_params(model)
     onnx_path = out / f"{spec.name}.onnx"
     pt_path = out / f"{spec.name}.pt"
-    torch.save(model.state_dict(), pt_path)
+    # float16 halves the shipped size; enough to resume or fine-tune (load_torch_model upcasts)
+    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}, pt_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

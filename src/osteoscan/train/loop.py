@@ -88,7 +88,7 @@ def train(config: TrainConfig) -> TrainResult:
     model = build_torch_model(spec)
     if config.init_from:
         state = torch.load(config.init_from, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
         log.info("initialised %s from %s", spec.name, config.init_from)
     model.to(device)
     batch_size = config.batch_size or (2 if config.tiny else task.batch_size)

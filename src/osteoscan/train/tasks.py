@@ -74,8 +74,8 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    SPINE_COARSE: Task(SPINE_COARSE, batch_size=2, buffer_size=24, loss=_seg_loss, validate=_validate_seg(21)),
-    VERTEBRA_FINE: Task(VERTEBRA_FINE, batch_size=8, buffer_size=96, loss=_seg_loss, validate=_validate_seg(3)),
-    BMD_REGRESSOR: Task(BMD_REGRESSOR, batch_size=32, buffer_size=256, loss=_bmd_loss, validate=_validate_bmd),
-    TISSUE_2D: Task(TISSUE_2D, batch_size=16, buffer_size=128, loss=_seg_loss, validate=_validate_seg(5)),
+    SPINE_COARSE: Task(SPINE_COARSE, batch_size=2, buffer_size=12, loss=_seg_loss, validate=_validate_seg(21)),
+    VERTEBRA_FINE: Task(VERTEBRA_FINE, batch_size=8, buffer_size=36, loss=_seg_loss, validate=_validate_seg(3)),
+    BMD_REGRESSOR: Task(BMD_REGRESSOR, batch_size=32, buffer_size=64, loss=_bmd_loss, validate=_validate_bmd),
+    TISSUE_2D: Task(TISSUE_2D, batch_size=16, buffer_size=32, loss=_seg_loss, validate=_validate_seg(5)),
 }
