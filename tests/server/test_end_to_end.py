@@ -118,8 +118,14 @@ def _browser(tmp: Path):  # noqa: ANN202
         print("\n" + "!" * 100 + "\n!!! Chromium is not installed (apt-get install chromium): browser test SKIPPED\n"
               + "!" * 100, file=sys.stderr)
         pytest.skip("chromium not installed (/usr/bin/chromium): apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed (pip install "
-                                   "playwright; it drives the system Chromium, no browser download)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        import sys
+
+        print("\n" + "!" * 100 + "\n!!! python playwright is not installed (pip install playwright): browser test "
+              "SKIPPED\n" + "!" * 100, file=sys.stderr)
+        pytest.skip("python playwright not installed (pip install playwright; it drives the system Chromium)")
     pw = sync_api.sync_playwright().start()
     ctx = pw.chromium.launch_persistent_context(str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
                                                 args=CHROMIUM_ARGS, viewport={"width": 1360, "height": 900})
