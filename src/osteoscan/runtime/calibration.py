@@ -19,7 +19,7 @@ from osteoscan.runtime.session import Feed, InferenceSession
 log = logging.getLogger(__name__)
 
 #: the calibration cohort: phantom preset and first seed (held apart from the evaluation seeds)
-CALIBRATION_PRESET = "default"
+CALIBRATION_PRESET = "cap"  # chest-abdomen-pelvis: every level the cascade sees
 CALIBRATION_SEED0 = 900_000
 
 
@@ -44,12 +44,13 @@ class RecordingSession(InferenceSession):
 
 def phantom_calibration_inputs(
     n_cases: int = 8, seed0: int = CALIBRATION_SEED0, preset: str = CALIBRATION_PRESET, *,
-    backend: str = "openvino", config: Any = None,
+    backend: str = "openvino", config: Any = None, weights_dir: Any = None,
 ) -> dict[str, list[Feed]]:
     """Run the fp32 cascade on ``n_cases`` phantom cases; return each model's input batches.
 
-    Needs the four shipped fp32 models (the fine model's crops come from the coarse model's
-    levels) and the phantom generator.
+    Needs the four fp32 models (shipped, or in ``weights_dir``; the fine model's crops come from
+    the coarse model's levels) and the phantom generator. With untrained models the coarse model
+    finds no vertebrae and the fine/BMD lists stay empty (``quantize`` then refuses them).
     """
     from osteoscan.models.registry import MODEL_NAMES, get_spec
     from osteoscan.phantom import generate_case
@@ -57,12 +58,12 @@ def phantom_calibration_inputs(
     from osteoscan.pipeline.cascade import LoadedModel
     from osteoscan.runtime.api import create_session
 
+    specs = {name: get_spec(name, weights_dir=weights_dir) if weights_dir else get_spec(name) for name in MODEL_NAMES}
     rec = {
-        name: RecordingSession(create_session(get_spec(name), backend=backend, device="cpu", precision="fp32",
-                                              config=config))
-        for name in MODEL_NAMES
+        name: RecordingSession(create_session(spec, backend=backend, device="cpu", precision="fp32", config=config))
+        for name, spec in specs.items()
     }
-    models = {name: LoadedModel(spec=get_spec(name), session=rec[name]) for name in MODEL_NAMES}
+    models = {name: LoadedModel(spec=specs[name], session=rec[name]) for name in MODEL_NAMES}
     for i in range(n_cases):
         case = generate_case(seed0 + i, preset)
         volume = case.volume

@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--cases", type=int, default=8, help="phantom cases for calibration (default 8)")
     q.add_argument("--seed", type=int, default=None, help="first phantom seed (default: the calibration seeds)")
     q.add_argument("--out", type=Path, default=None, help="output folder (default: the user model folder)")
+    q.add_argument("--weights-dir", type=Path, default=None, help="fp32 models to quantise (default: the shipped weights)")
     v = sub.add_parser("verify", help="sha256 and cross-back-end parity of models")
     v.add_argument("name", nargs="*", help="model names (default: all shipped and user models)")
     v.add_argument("--backends", default="openvino,onnxruntime,torch")
@@ -115,7 +116,7 @@ def _export(args: argparse.Namespace, config) -> int:
 
 
 def _quantize(args: argparse.Namespace, config) -> int:
-    from osteoscan.models.registry import MODEL_NAMES
+    from osteoscan.models.registry import MODEL_NAMES, get_spec
     from osteoscan.runtime.calibration import CALIBRATION_SEED0, phantom_calibration_inputs
     from osteoscan.runtime.quantize import quantize
 
@@ -126,9 +127,10 @@ def _quantize(args: argparse.Namespace, config) -> int:
 
         raise InputError(f"quantize: unknown model(s) {unknown}; calibration runs the cascade, so only {list(MODEL_NAMES)}")
     seed0 = CALIBRATION_SEED0 if args.seed is None else args.seed
-    inputs = phantom_calibration_inputs(args.cases, seed0, config=config)
+    inputs = phantom_calibration_inputs(args.cases, seed0, config=config, weights_dir=args.weights_dir)
     for name in names:
-        res = quantize(name, inputs[name], args.out, config=config,
+        model = get_spec(name, weights_dir=args.weights_dir) if args.weights_dir else name
+        res = quantize(model, inputs[name], args.out, config=config,
                        calibration_info={"source": "phantom", "n_cases": args.cases, "seed0": seed0})
         print(f"{name}: int8 artifact {res.xml} ({res.size_bytes / 1e6:.1f} MB, {len(inputs[name])} calibration samples, {res.seconds:.1f} s)")
     print("int8 is accepted for screening only after the pipeline's accuracy gate (docs/runtime.md)")
