@@ -68,7 +68,8 @@ def test_spec_round_trip_and_sha256(tmp_path) -> None:
     loaded = registry.load_torch_model(again)
     x = torch.randn(1, 1, *spec.patch_size)
     with torch.no_grad():
-        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+        # the shipped state dict is float16: equal up to that rounding
+        assert torch.allclose(loaded(x), model.eval()(x), atol=2e-2, rtol=2e-2)
     # corrupt the ONNX file: loading the spec must fail with a ModelError naming the file
     onnx_path = tmp_path / exported.onnx_file
     onnx_path.write_bytes(onnx_path.read_bytes() + b"x")
