@@ -187,7 +187,9 @@ def trabecular_hu(
     """Mean trabecular-bone HU for a QCT-equivalent BMD (see the module docstring).
 
     At 120 kV, non-contrast, this is ``MINERAL_HU_PER_MG_120KV * bmd`` regardless of marrow fat; at
-    other tube voltages the marrow fat fraction matters (more fat -> lower HU at 80 kV).
+    other tube voltages the marrow fat fraction matters: at equal QCT-equivalent BMD a fattier marrow
+    hides more mineral, which weighs more at 80 kV (higher HU there), while at equal *mineral* content
+    fat lowers the HU at every tube voltage (see :func:`mineral_density`).
 
     Args:
         bmd_mg_cm3: QCT-equivalent trabecular BMD, mg/cm3.
@@ -202,6 +204,12 @@ def trabecular_hu(
     hu = mineral_hu_per_mg(kvp) * rho + marrow_hu(marrow_fat_fraction, kvp)
     hu = hu + contrast_enhancement_hu("trabecular", contrast_phase, kvp)
     return float(hu) if np.ndim(hu) == 0 else hu
+
+
+def mineral_density(bmd_mg_cm3: float | np.ndarray, marrow_fat_fraction: float | np.ndarray = 0.5) -> float | np.ndarray:
+    """True mineral density (mg/cm3) behind a QCT-equivalent BMD: QCT reads low by the marrow's HU."""
+    rho = np.asarray(bmd_mg_cm3, dtype=np.float64) - marrow_hu(marrow_fat_fraction, 120.0) / mineral_hu_per_mg(120.0)
+    return float(rho) if np.ndim(rho) == 0 else rho
 
 
 def bmd_from_hu_120kv(hu: float | np.ndarray, contrast_phase: str = "none") -> float | np.ndarray:

@@ -10,7 +10,14 @@ See ``docs/phantom.md`` for the label table, parameters, HU table and timings.
 """
 
 from osteoscan.phantom.generate import PhantomCase, generate_case
-from osteoscan.phantom.params import GENERATOR_VERSION, PRESETS, ScannerParams, SubjectParams, VertebraSpec, sample_subject
+from osteoscan.phantom.params import (
+    GENERATOR_VERSION,
+    PRESETS,
+    ScannerParams,
+    SubjectParams,
+    VertebraSpec,
+    sample_subject,
+)
 
 __all__ = [
     "GENERATOR_VERSION",

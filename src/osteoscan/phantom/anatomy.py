@@ -361,7 +361,7 @@ def coverage_range(s: SubjectParams, rng: np.random.Generator) -> tuple[float, f
     """Anatomy-frame z range [low, high] (mm) covered by the preset, with random margins."""
     spine = build_spine(s)
     lm = landmarks(spine)
-    m = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731 - tiny local helper
+    m = lambda lo, hi: float(rng.uniform(lo, hi))
     if s.preset == "cap":
         return lm["symphysis"] - m(10, 50), lm["lung_apex"] + m(0, 30)
     if s.preset == "chest":

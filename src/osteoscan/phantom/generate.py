@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from osteoscan.io.volume import CTVolume, Provenance, affine_from_spacing
 from osteoscan.phantom.params import SubjectParams, sample_subject
@@ -117,9 +118,17 @@ def generate_case(
     s = subject if subject is not None else sample_subject(seed, preset)
     grid = default_grid(s, spacing_mm, shape, crop_center_lps_mm, crop_size_mm)
     sc = s.scanner
-    # a grid coarser than the slice thickness stands for a resampled scan: its slice profile is at
-    # least one voxel thick (no z aliasing on coarse training grids)
-    offsets = sub_slice_offsets(max(sc.slice_thickness_mm, grid.spacing[0]), grid.spacing[0])
+    # Slice profile: a grid at least as coarse as the slice thickness stands for a resampled scan (its
+    # profile is one voxel thick, no z aliasing on coarse training grids). Where the grid is much finer
+    # than the slice (crops at 1 mm of a 5 mm scan), render once and filter along z; otherwise render
+    # sub-slices across the slice thickness and average them.
+    thk = max(sc.slice_thickness_mm, grid.spacing[0])
+    z_filter_sigma = 0.0
+    if grid.spacing[0] <= 0.6 * thk:
+        offsets = np.zeros(1)
+        z_filter_sigma = float(np.sqrt(thk**2 - grid.spacing[0] ** 2) / 2.355 / grid.spacing[0])
+    else:
+        offsets = sub_slice_offsets(thk, grid.spacing[0])
     hu_sum = None
     labels = None
     centre_idx = len(offsets) // 2
@@ -138,6 +147,8 @@ def generate_case(
             hu_sum += canvas.hu
     assert hu_sum is not None and labels is not None and renderer is not None
     hu = hu_sum / np.float32(len(offsets)) if len(offsets) > 1 else hu_sum
+    if z_filter_sigma > 0.1 and hu.shape[0] > 1:
+        ndimage.gaussian_filter1d(hu, z_filter_sigma, axis=0, output=hu, mode="nearest", truncate=2.5)
     rng = np.random.default_rng([int(s.seed), 0x5CA7])
     # noise grows with the patient's cross-section (attenuation): scale by the torso size per slice
     zs = grid.z

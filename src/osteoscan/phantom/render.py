@@ -33,6 +33,7 @@ SKIN_MM = 2.0
 CORTEX_BODY_MM = 1.0  # vertebral body cortical shell (issue #3: ~1 mm)
 CORTEX_ENDPLATE_MM = 0.7
 CORTEX_OTHER_MM = 1.3  # posterior elements, ribs, pelvis
+LABEL_LUT_SIZE = 512  # > every label value (DISC_OFFSET + levels)
 
 
 @dataclass
@@ -42,20 +43,20 @@ class Canvas:
     hu: np.ndarray
 
     @classmethod
-    def empty(cls, grid: Grid) -> "Canvas":
+    def empty(cls, grid: Grid) -> Canvas:
         return cls(grid, np.zeros(grid.shape, np.uint16), np.full(grid.shape, -1000.0, np.float32))
 
     def paint(self, sl: tuple[slice, slice, slice], mask: np.ndarray, label: int, value: float | np.ndarray) -> None:
-        if not mask.any():
-            return
         lab = self.labels[sl]
-        h = self.hu[sl]
         mask = np.broadcast_to(mask, lab.shape)
-        lab[mask] = label
-        if np.ndim(value) == 0:
-            h[mask] = value
-        else:
-            h[mask] = np.broadcast_to(value, lab.shape)[mask]
+        np.copyto(lab, np.uint16(label), where=mask)
+        np.copyto(self.hu[sl], np.asarray(value, dtype=np.float32), where=mask)
+
+    def allowed(self, sl: tuple[slice, slice, slice], labels: list[int]) -> np.ndarray:
+        """Boolean mask of the voxels of ``sl`` whose current label is one of ``labels`` (LUT, fast)."""
+        lut = np.zeros(LABEL_LUT_SIZE, bool)
+        lut[np.asarray(labels, dtype=np.intp)] = True
+        return lut[self.labels[sl]]
 
 
 def hu_table(s: SubjectParams) -> dict[str, float]:
@@ -178,20 +179,33 @@ class Renderer:
 
     # ------------------------------------------------------------------------------------------------
     def _torso(self) -> None:
+        """Skin, SAT, the fat-free trunk (VAT by default), lungs, diaphragm, muscle walls and the
+        erector spinae, slab by slab (slabs small enough to stay in cache), painted in one pass."""
         g, s, lm, hu = self.grid, self.s, self.lm, self.hu
         nz = g.shape[0]
-        chunk = max(1, int(4_000_000 // (g.shape[1] * g.shape[2])))
         mf = s.muscle_factor
         sz = s.size_factor
+        lut = np.zeros(64, np.float32)
+        for lab, key in ((Anatomy.SKIN, "skin"), (Anatomy.SAT, "fat"), (Anatomy.VAT, "fat"), (Anatomy.LUNG, "lung"),
+                         (Anatomy.MUSCLE_OTHER, "muscle"), (Anatomy.MUSCLE_RECTUS, "muscle"),
+                         (Anatomy.MUSCLE_OBLIQUES, "muscle"), (Anatomy.MUSCLE_ERECTOR, "muscle"),
+                         (Anatomy.OTHER_SOFT_TISSUE, "soft")):
+            lut[int(lab)] = hu[key]
+        dome_hi = max(lm["diaphragm_dome_r"], lm["diaphragm_dome_l"]) + s.organ_jitter["diaphragm_dz"] + 2.0
+        dome_lo = dome_hi - 110.0 * sz
+        ty = np.float32(self.table_y)
+        f32 = np.float32
+        zprof = self.torso.z
+        chunk = max(1, int(300_000 // max(g.shape[1] * g.shape[2] // 2, 1)))
         for k0 in range(0, nz, chunk):
             k1 = min(nz, k0 + chunk)
             z = g.z[k0:k1]
-            if z.max() < self.torso.z[0] - 30 or z.min() > self.torso.z[-1] + 30:
+            if z.max() < zprof[0] - 30 or z.min() > zprof[-1] + 30:
                 continue
             p = self.torso.at(z)
             ext = float(np.max(p["a"] + p["sat"] * 1.8 + 10))
             y_lo = float(np.min(p["yc"] - p["b_ant"] - p["sat"] * 1.8 - 10))
-            y_hi = float(np.max(p["yc"] + p["b_post"] + p["sat"] * 1.5 + 10))
+            y_hi = float(min(np.max(p["yc"] + p["b_post"] + p["sat"] * 1.5 + 10), self.table_y + 1.0))
             box = g.box(np.array([-ext, y_lo, z.min()]), np.array([ext, y_hi, z.max()]))
             if box is None:
                 continue
@@ -199,76 +213,85 @@ class Renderer:
             X, Y = g.anatomy_xy(box[1], box[2])
             X, Y = X[None], Y[None]
             Z = z.astype(np.float32)[:, None, None]
-            a = p["a"][:, None, None]
-            yc = p["yc"][:, None, None]
+            col = lambda v: np.asarray(v, np.float32)[:, None, None]
+            yc = col(p["yc"])
             dy = Y - yc
-            by = np.where(dy < 0, p["b_ant"][:, None, None], p["b_post"][:, None, None])
-            q = (X / a) ** 2
-            r = (dy / by) ** 2
-            rho2 = q + r - np.where(dy > 0, 0.45, 0.1) * np.minimum(q, 1.0) * np.minimum(r, 1.0)
-            rho = np.sqrt(np.maximum(rho2, 1e-6))
-            pr = np.sqrt(X * X + dy * dy) + 1e-3
-            d_out = pr * (1.0 - 1.0 / rho)
-            cx, cy = X / pr, dy / pr
-            f_sat = 1.0 + 0.35 * cx * cx + 0.3 * np.maximum(-cy, 0) - 0.3 * np.maximum(cy, 0)
-            sat_t = p["sat"][:, None, None] * f_sat
-            ty = np.float32(self.table_y)
-            body = (d_out <= sat_t + SKIN_MM) & (Y <= ty)
-            skin = body & ((d_out > sat_t) | (Y > ty - SKIN_MM))
-            self.c.paint(sl, skin, Anatomy.SKIN, hu["skin"])
-            self.c.paint(sl, (d_out > 0) & ~skin & body, Anatomy.SAT, hu["fat"])
-            inner = (d_out <= 0) & (Y <= ty - SKIN_MM - 2.0)
-            self.c.paint(sl, inner, Anatomy.VAT, hu["fat"])
+            post = dy > 0
+            inv_by = np.where(post, col(1.0 / p["b_post"]), col(1.0 / p["b_ant"]))
+            q = X * col(1.0 / p["a"])
+            q *= q
+            r = dy * inv_by
+            r *= r
+            box_term = np.minimum(q, f32(1.0)) * np.minimum(r, f32(1.0))
+            box_term *= np.where(post, f32(0.45), f32(0.1))
+            rho2 = q + r
+            rho2 -= box_term
+            np.maximum(rho2, f32(1e-6), out=rho2)
+            pr = np.sqrt(X * X + dy * dy)
+            pr += f32(1e-3)
+            d_out = pr * (f32(1.0) - f32(1.0) / np.sqrt(rho2))  # radial distance outside the fat-free outline
+            cy = dy / pr
+            cx2 = X * X / (pr * pr)
+            sat_t = col(p["sat"]) * (f32(1.0) + f32(0.35) * cx2 + f32(0.3) * np.maximum(-cy, f32(0)) - f32(0.3) * np.maximum(cy, f32(0)))
+            L = np.zeros(d_out.shape, np.uint16)
+            body = (d_out <= sat_t + f32(SKIN_MM)) & (Y <= ty)
+            L[body] = Anatomy.SKIN
+            L[body & (d_out <= sat_t) & (Y <= ty - f32(SKIN_MM))] = Anatomy.SAT
+            inner = (d_out <= 0) & (Y <= ty - f32(SKIN_MM + 2.0))
+            L[inner] = Anatomy.VAT
             depth = -d_out
             sx, sy = self._spine_xy(z)
-            sx = sx.astype(np.float32)[:, None, None]
-            sy = sy.astype(np.float32)[:, None, None]
-            sb = self._spine_halfdepth(z).astype(np.float32)[:, None, None]
-            # lungs: above the diaphragm, inside the chest wall
-            wall = p["wall"][:, None, None]
-            zd = self._diaphragm_z(X, Y, yc)
-            chest_wall = wall * (1.0 + 0.6 * np.maximum(-cy, 0) * (Z > lm["T6"]))
-            lung = inner & (depth > chest_wall + 2.0) & (Z > zd) & (Z < lm["lung_apex"]) & (Y < sy + 3.2 * sb)
-            med_half = np.where(Z > lm["T4"], 18.0, 26.0) * sz
-            mediast = (np.abs(X - sx * 0.5 - 6.0) < med_half) & (Y < sy + 0.3 * sb)
-            lung &= ~mediast
-            # lung tapers at the apex
-            apex_r = np.clip((lm["lung_apex"] - Z) / 60.0, 0.0, 1.0)
-            lung &= np.abs(X) < (45.0 + p["a"][:, None, None] * apex_r) * 1.0
-            self.c.paint(sl, lung, Anatomy.LUNG, hu["lung"])
-            # diaphragm muscle band
-            diaph = inner & (Z <= zd) & (Z > zd - 5.0) & (depth > wall) & (Y < sy + 2.5 * sb) & (Z < lm["T8"])
-            self.c.paint(sl, diaph, Anatomy.MUSCLE_OTHER, hu["muscle"])
-            # the muscle wall: chest wall above the costal margin, abdominal wall, gluteal in the pelvis
-            slat = np.clip(1.0 + cy, 0.0, 1.0)
-            z_cost = lm["T9"] + (lm["L2"] - lm["T9"]) * slat
-            in_wall = inner & (depth <= wall * (1.0 + 0.5 * cx * cx))
+            sx, sy = col(sx), col(sy)
+            sb = col(self._spine_halfdepth(z))
+            wall = col(p["wall"])
+            zmin, zmax = float(z.min()), float(z.max())
+            if zmax > dome_lo and zmin < lm["lung_apex"]:
+                # lungs above the diaphragm, inside the chest wall, beside the mediastinum; the
+                # diaphragm height is evaluated only on the candidate voxels
+                chest_wall = wall * (f32(1.0) + f32(0.6) * np.maximum(-cy, f32(0)) * (Z > lm["T6"]))
+                cand = inner & (depth > wall) & (Y < sy + f32(3.2) * sb) & (Z < lm["lung_apex"])
+                med_half = np.where(Z > lm["T4"], f32(18.0 * sz), f32(26.0 * sz))
+                cand &= ~((np.abs(X - sx * f32(0.5) - f32(6.0)) < med_half) & (Y < sy + f32(0.3) * sb))
+                apex_r = np.clip((f32(lm["lung_apex"]) - Z) / f32(60.0), 0.0, 1.0)
+                cand &= np.abs(X) < f32(45.0) + col(p["a"]) * apex_r
+                kk, jj, ii = np.nonzero(cand)
+                if kk.size:
+                    xc, yv, zc = X[0, jj, ii], Y[0, jj, ii], Z[kk, 0, 0]
+                    zd = self._diaphragm_z(xc, yv, yc[kk, 0, 0])
+                    dep = depth[kk, jj, ii]
+                    lung = (zc > zd) & (dep > chest_wall[kk, jj, ii] + f32(2.0))
+                    L[kk[lung], jj[lung], ii[lung]] = Anatomy.LUNG
+                    diaph = (zc <= zd) & (zc > zd - f32(5.0)) & (yv < sy[kk, 0, 0] + f32(2.5) * sb[kk, 0, 0]) & (zc < lm["T8"])
+                    L[kk[diaph], jj[diaph], ii[diaph]] = Anatomy.MUSCLE_OTHER
+            # muscle walls: chest wall above the costal margin, abdominal wall, gluteal in the pelvis
+            z_cost = f32(lm["T9"]) + f32(lm["L2"] - lm["T9"]) * np.clip(f32(1.0) + cy, 0.0, 1.0)
+            in_wall = inner & (depth <= wall * (f32(1.0) + f32(0.5) * cx2))
             chest = Z > z_cost
-            pelvis = Z < lm["iliac_crest"]
-            abdo = ~chest & ~pelvis
-            self.c.paint(sl, in_wall & chest, Anatomy.MUSCLE_OTHER, hu["muscle"])
-            rectus_w = 45.0 * sz
-            rect = in_wall & abdo & (np.abs(X) < rectus_w) & (cy < -0.3) & (np.abs(X) > 3.0)
-            obl = in_wall & abdo & ~rect & (cy <= 0.55) & (np.abs(X) >= 3.0)
-            lat = in_wall & abdo & (cy > 0.55)
-            self.c.paint(sl, rect, Anatomy.MUSCLE_RECTUS, hu["muscle"])
-            self.c.paint(sl, obl, Anatomy.MUSCLE_OBLIQUES, hu["muscle"])
-            self.c.paint(sl, lat, Anatomy.MUSCLE_OTHER, hu["muscle"])
-            linea = in_wall & abdo & (np.abs(X) < 3.0) & (cy < 0)
-            self.c.paint(sl, linea, Anatomy.OTHER_SOFT_TISSUE, hu["soft"])
-            glut = inner & pelvis & (depth <= wall * (1.2 + 2.5 * np.maximum(cy, 0) * (Z < lm["S1_top"])))
-            glut &= ~((cy < -0.3) & (np.abs(X) < rectus_w))
-            self.c.paint(sl, glut, Anatomy.MUSCLE_OTHER, hu["muscle"])
-            self.c.paint(sl, inner & pelvis & (depth <= wall) & (cy < -0.3) & (np.abs(X) < rectus_w),
-                         Anatomy.MUSCLE_RECTUS, hu["muscle"])
+            L[in_wall & chest] = Anatomy.MUSCLE_OTHER
+            rectus_w = f32(45.0 * sz)
+            ax_ = np.abs(X)
+            front = (cy < f32(-0.3)) & (ax_ < rectus_w)
+            if zmax > lm["iliac_crest"] and zmin < lm["L2"]:
+                abdo = in_wall & ~chest & (Z >= lm["iliac_crest"])
+                L[abdo & front & (ax_ > 3.0)] = Anatomy.MUSCLE_RECTUS
+                L[abdo & ~front & (cy <= 0.55) & (ax_ >= 3.0)] = Anatomy.MUSCLE_OBLIQUES
+                L[abdo & (cy > 0.55)] = Anatomy.MUSCLE_OTHER
+                L[abdo & (ax_ < 3.0) & (cy < 0)] = Anatomy.OTHER_SOFT_TISSUE
+            if zmin < lm["iliac_crest"]:
+                pelvis = inner & (Z < lm["iliac_crest"])
+                glut = pelvis & (depth <= wall * (f32(1.2) + f32(2.5) * np.maximum(cy, f32(0)) * (Z < lm["S1_top"])))
+                L[glut & ~front] = Anatomy.MUSCLE_OTHER
+                L[pelvis & (depth <= wall) & front] = Anatomy.MUSCLE_RECTUS
             # back muscles: erector spinae behind the vertebral bodies beside the spinous processes
-            er_w = np.interp(z, [lm["S1_top"] - 80, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"]],
-                             [35.0, 58.0, 50.0, 42.0, 38.0]).astype(np.float32)[:, None, None] * mf ** 0.5 * sz
-            er = inner & (Y > sy + 1.25 * sb) & (np.abs(X - sx) < er_w) & (np.abs(X - sx) > 2.0)
-            er &= Z > lm["S1_top"] - 60
-            self.c.paint(sl, er, Anatomy.MUSCLE_ERECTOR, hu["muscle"])
-            mid = inner & (Y > sy + 1.25 * sb) & (np.abs(X - sx) <= 2.0)
-            self.c.paint(sl, mid, Anatomy.OTHER_SOFT_TISSUE, hu["soft"])
+            er_w = col(np.interp(z, [lm["S1_top"] - 80, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"]],
+                                 [35.0, 58.0, 50.0, 42.0, 38.0]) * mf ** 0.5 * sz)
+            back = inner & (Y > sy + f32(1.25) * sb) & (Z > lm["S1_top"] - 60)
+            dxs = np.abs(X - sx)
+            L[back & (dxs < er_w) & (dxs > 2.0)] = Anatomy.MUSCLE_ERECTOR
+            L[back & (dxs <= 2.0)] = Anatomy.OTHER_SOFT_TISSUE
+            paint = L > 0
+            np.copyto(self.c.labels[sl], L, where=paint)
+            np.copyto(self.c.hu[sl], lut[L], where=paint)
 
     def _diaphragm_z(self, X: np.ndarray, Y: np.ndarray, yc: np.ndarray) -> np.ndarray:
         lm, oj = self.lm, self.s.organ_jitter
@@ -294,7 +317,7 @@ class Renderer:
         d = ellipsoid_depth(x, y, z, center, frame, np.asarray(semi, float))
         m = d > 0
         if where is not None:
-            m &= np.isin(self.c.labels[sl], where)
+            m &= self.c.allowed(sl, where)
         self.c.paint(sl, m, label, value)
         return sl, d, m
 
@@ -338,7 +361,7 @@ class Renderer:
         for sl, depth in capsule_chain(self.grid, pts, radii):
             m = depth > 0
             if where is not None:
-                m &= np.isin(self.c.labels[sl], where)
+                m &= self.c.allowed(sl, where)
             if shell is None:
                 self.c.paint(sl, m, label, value)
             else:
@@ -365,7 +388,7 @@ class Renderer:
             z_low = lm["L2"] + 10.0 + (x + 90.0 * sz) * 0.45 / ls + np.maximum(y - yc, 0) * 0.1
             x_left = (25.0 + 55.0 * np.clip((yc - y) / 60.0, 0.0, 1.0)) * ls * sz
             liver = (z < zd - 5.0) & (z > z_low) & (x < x_left) & (y < sy + 20.0)
-            liver &= np.isin(self.c.labels[box], soft)
+            liver &= self.c.allowed(box, soft)
             self.c.paint(box, liver, Anatomy.LIVER, hu["liver"])
             # spleen tucked under the left dome, posterior
         spc = np.array([78.0 * sz, float(self.torso.at(np.array([lm["T11"]]))["yc"][0]) + 45.0 * sz, lm["T11"] - 5.0])
@@ -479,8 +502,8 @@ class Renderer:
         s, lm, hu, oj, g = self.s, self.lm, self.hu, self.s.organ_jitter, self.grid
         sz = s.size_factor
         where = [Anatomy.VAT]
-        py = lambda z, f: float(self.torso.at(np.array([z]))["yc"][0] - f * self.torso.at(np.array([z]))["b_ant"][0])  # noqa: E731
-        pa = lambda z, f: float(f * self.torso.at(np.array([z]))["a"][0])  # noqa: E731
+        py = lambda z, f: float(self.torso.at(np.array([z]))["yc"][0] - f * self.torso.at(np.array([z]))["b_ant"][0])
+        pa = lambda z, f: float(f * self.torso.at(np.array([z]))["a"][0])
         zc = [lm["L5"] - 10, lm["L3"], lm["L1"] + 5, lm["L2"], lm["L1"] + 10, lm["L3"], lm["S1_top"] - 20, lm["symphysis"] + 40]
         pts = np.array([
             [-pa(zc[0], 0.55), py(zc[0], 0.2), zc[0]],  # caecum
@@ -500,7 +523,7 @@ class Renderer:
         r = np.full(len(dense), 22.0 * sz)
         gas_frac = oj["colon_gas"]
         for sl, depth in capsule_chain(g, dense, r):
-            m = (depth > 0) & np.isin(self.c.labels[sl], where)
+            m = (depth > 0) & self.c.allowed(sl, where)
             if not m.any():
                 continue
             x, y, z = g.coords(sl)
@@ -597,6 +620,8 @@ class Renderer:
             self.c.paint(sl, m, disc_label(d.upper), val)
 
     def _vertebra(self, vg: VertebraGeom) -> None:
+        """Body (cortical shell + trabecular core with texture, exact mean HU from the BMD) and the
+        posterior elements, evaluated only on the voxels inside each part's local envelope."""
         s, hu = self.s, self.hu
         d = _post_dims(vg)
         reach_v = d["vc"] + d["cb"] + d["lam"] + d["sp_len"] + 6.0
@@ -612,36 +637,60 @@ class Renderer:
         a, b = vg.a, vg.b
         PF = POSTERIOR_FLATTENING
         D = b * (1.0 + PF)
-        t = (v + b) / D
-        h = vg.height_profile(u, t)
-        r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-        post_wall = b * (PF + (1 - PF) * (u / a) ** 2)
-        xsec = (r <= 1.0) & (v <= post_wall)
-        body = xsec & (np.abs(w) <= h / 2)
-        # trabecular HU from the BMD (exact mean), cortical shell with analytic partial volume
+        lab_view = self.c.labels[sl]
+        hu_view = self.c.hu[sl]
         trab = trabecular_hu(vg.spec.bmd_mg_cm3, self.kvp, s.marrow_fat_fraction, s.scanner.contrast_phase)
-        d_wall = np.minimum((1.0 - r) * min(a, b), post_wall - v)
-        d_end = h / 2 - np.abs(w)
-        f = np.maximum(shell_fraction(d_wall, CORTEX_BODY_MM, self.vox), shell_fraction(d_end, CORTEX_ENDPLATE_MM, self.vox))
-        tex = white_texture(self.rng, u.shape, 0.7 / self.vox) if body.any() else np.zeros(u.shape, np.float32)
         tex_sd = (10.0 + 0.12 * abs(trab)) * min(1.0, 1.0 / self.vox)
-        core = body & (f < 0.05)
+        # ---- posterior elements (painted first; the body wins where they touch)
+        env_p = (v >= b * PF - 4.0) & (v <= reach_v) & (np.abs(w) <= reach_w) & (np.abs(u) <= reach_u)
+        ip = np.nonzero(env_p)
+        if ip[0].size:
+            up, vp, wp = u[ip], v[ip], w[ip]
+            pd = _posterior_depth(up, vp, wp, vg, d)
+            canal = ((up / d["ca"]) ** 2 + ((vp - d["vc"]) / d["cb"]) ** 2) < 1.0
+            xsec_p = ((up / a) ** 2 + (vp / b) ** 2 <= 1.0) & (vp <= b * (PF + (1 - PF) * (up / a) ** 2))
+            sel = (pd > 0) & ~canal & ~xsec_p
+            post_marrow = trab * 1.1 + 25.0
+            fp = shell_fraction(pd[sel], CORTEX_OTHER_MM, self.vox)
+            noise = self.rng.standard_normal(int(sel.sum())).astype(np.float32) * np.float32(tex_sd * 0.5)
+            pval = post_marrow + noise + fp * (self.cortical * 0.9 - post_marrow)
+            kk, jj, ii = ip[0][sel], ip[1][sel], ip[2][sel]
+            lab_view[kk, jj, ii] = posterior_label(vg.level)
+            hu_view[kk, jj, ii] = pval
+        # ---- body
+        hmax = max(vg.ha, vg.hp) / 2 + 1.0
+        env_b = (np.abs(u) <= a) & (v >= -b) & (v <= b) & (np.abs(w) <= hmax)
+        ib = np.nonzero(env_b)
+        if not ib[0].size:
+            return
+        ub, vb, wb = u[ib], v[ib], w[ib]
+        t = (vb + b) / D
+        h = vg.height_profile(ub, t)
+        r = np.sqrt((ub / a) ** 2 + (vb / b) ** 2)
+        post_wall = b * (PF + (1 - PF) * (ub / a) ** 2)
+        body = (r <= 1.0) & (vb <= post_wall) & (np.abs(wb) <= h / 2)
+        if not body.any():
+            return
+        d_wall = np.minimum((1.0 - r) * min(a, b), post_wall - vb)[body]
+        d_end = (h / 2 - np.abs(wb))[body]
+        f = np.maximum(shell_fraction(d_wall, CORTEX_BODY_MM, self.vox), shell_fraction(d_end, CORTEX_ENDPLATE_MM, self.vox))
+        kk, jj, ii = ib[0][body], ib[1][body], ib[2][body]
+        # trabecular texture: smoothed white noise on the body's index box, zero mean over the core
+        k0, j0, i0 = kk.min(), jj.min(), ii.min()
+        tex_box = white_texture(self.rng, (int(kk.max() - k0 + 1), int(jj.max() - j0 + 1), int(ii.max() - i0 + 1)),
+                                0.7 / self.vox)
+        tex = tex_box[kk - k0, jj - j0, ii - i0]
+        core = f < 0.05
         if core.sum() > 10:
             tex = tex - float(tex[core].mean())
         val = trab + tex_sd * tex
         val = val + f * (self.cortical - val)
         # basivertebral vein: small hypodense channel at the centre of the posterior wall
-        bv = body & (np.abs(u) < 2.5) & (v > post_wall - 7.0) & (v < post_wall - 1.2) & (np.abs(w) < 2.5)
+        pw = post_wall[body]
+        bv = (np.abs(ub[body]) < 2.5) & (vb[body] > pw - 7.0) & (vb[body] < pw - 1.2) & (np.abs(wb[body]) < 2.5)
         val = np.where(bv, hu["blood_ven"] * 0.5 + trab * 0.5, val)
-        # posterior elements
-        pd = _posterior_depth(u, v, w, vg, d)
-        canal = ((u / d["ca"]) ** 2 + ((v - d["vc"]) / d["cb"]) ** 2) < 1.0
-        post = (pd > 0) & ~body & ~canal & ~xsec
-        post_marrow = trab * 1.1 + 25.0
-        fp = shell_fraction(pd, CORTEX_OTHER_MM, self.vox)
-        pval = post_marrow + tex_sd * 0.7 * tex + fp * (self.cortical * 0.9 - post_marrow)
-        self.c.paint(sl, post, posterior_label(vg.level), pval)
-        self.c.paint(sl, body, body_label(vg.level), val)
+        lab_view[kk, jj, ii] = body_label(vg.level)
+        hu_view[kk, jj, ii] = val
 
     def _sacrum(self) -> None:
         s, hu = self.s, self.hu
@@ -671,7 +720,7 @@ class Renderer:
                 dep = np.maximum(dep, arch * 8.0)
                 canal = ((u / 10.0) ** 2 + ((v - b - 5.0) / 5.0) ** 2) < 1.0
                 dep = np.where(canal, -1.0, dep)
-            m = (dep > 0) & ~np.isin(self.c.labels[sl], [lab])
+            m = (dep > 0) & (self.c.labels[sl] != lab)
             f = shell_fraction(dep, CORTEX_OTHER_MM, self.vox)
             self.c.paint(sl, m, lab, trab + f * (self.cortical * 0.85 - trab))
 
@@ -710,7 +759,7 @@ class Renderer:
                 across = nx - bow  # the wing bows postero-laterally (iliac fossa faces antero-medially)
                 dep = np.minimum(np.minimum(thick / 2 - np.abs(across), top - z), z - zb)
                 dep = np.minimum(dep, np.minimum(px + 5.0, length - px))
-                m = (dep > 0) & ~np.isin(self.c.labels[sl], [body_label(VertebraLevel.SACRUM)])
+                m = (dep > 0) & ~self.c.allowed(sl, [body_label(VertebraLevel.SACRUM)])
                 self.c.paint(sl, m, Anatomy.PELVIS, self._bone_value(dep))
             # acetabulum / femoral head and neck, pubic and ischial rami as tubes
             ac = np.array([side * 88.0 * sz, yb - 20.0, fh])
@@ -730,7 +779,7 @@ class Renderer:
                  np.array([14.0, 13.0, 8.0, 9.0]) * s.size_factor),
             ):
                 for sl, depth in capsule_chain(self.grid, pts, rad):
-                    m = (depth > 0) & ~np.isin(self.c.labels[sl], [body_label(VertebraLevel.SACRUM)])
+                    m = (depth > 0) & ~self.c.allowed(sl, [body_label(VertebraLevel.SACRUM)])
                     self.c.paint(sl, m, Anatomy.PELVIS, self._bone_value(depth, 1.1))
 
     def _ribs(self) -> None:
@@ -776,7 +825,7 @@ class Renderer:
                 radii = np.full(len(pts), rad)
                 radii[0] = rad * 1.2
                 for sl, depth in capsule_chain(self.grid, pts, radii, seg_len_mm=15.0):
-                    m = (depth > 0) & ~np.isin(self.c.labels[sl], _SPINE_LABELS)
+                    m = (depth > 0) & ~self.c.allowed(sl, _SPINE_LABELS)
                     self.c.paint(sl, m, Anatomy.RIB, self._bone_value(depth, 0.9))
                 # costal cartilage to the sternum for ribs 1-10
                 if k <= 10 and v.level != VertebraLevel.L1:
@@ -785,7 +834,7 @@ class Renderer:
                     tgt_z = zc - drop * 0.9 if k <= 7 else last[2] + 15.0 * (k - 7)
                     cart = np.array([last, [side * (12.0 + 3 * k) * s.size_factor, ster_y + 4, min(tgt_z + 10, lm["T1_top"])]])
                     for sl, depth in capsule_chain(self.grid, cart, np.array([rad, rad * 0.9])):
-                        m = (depth > 0) & np.isin(self.c.labels[sl], [Anatomy.MUSCLE_OTHER, Anatomy.VAT, Anatomy.LUNG,
+                        m = (depth > 0) & self.c.allowed(sl, [Anatomy.MUSCLE_OTHER, Anatomy.VAT, Anatomy.LUNG,
                                                                      Anatomy.OTHER_SOFT_TISSUE, Anatomy.LIVER, Anatomy.HEART])
                         self.c.paint(sl, m, Anatomy.OTHER_SOFT_TISSUE, hu["cartilage"])
 

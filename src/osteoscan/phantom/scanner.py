@@ -10,7 +10,7 @@ from osteoscan.phantom.params import ScannerParams
 
 #: Number of correlated-noise slices drawn per case; each output slice uses one of them with a random
 #: roll/flip, so noise costs O(bank) filtering instead of O(volume).
-NOISE_BANK = 8
+NOISE_BANK = 12
 HU_MIN, HU_MAX = -1024.0, 3071.0
 
 
@@ -22,12 +22,26 @@ def sub_slice_offsets(thickness_mm: float, spacing_z_mm: float) -> np.ndarray:
     return ((np.arange(n) + 0.5) / n - 0.5) * thickness_mm
 
 
-def blur_inplane(hu: np.ndarray, sigma_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Gaussian reconstruction PSF in-plane (axes 1, 2); sigma at least 0.35 pixel (anti-aliasing)."""
-    sig = [0.0] + [max(sigma_mm, 0.35 * p) / p for p in pixel_mm]
+def blur_inplane(hu: np.ndarray, sigma_mm: float, pixel_mm: tuple[float, float], background: float = -1000.0) -> np.ndarray:
+    """Gaussian reconstruction PSF in-plane (axes 1, 2), in place; sigma at least 0.35 pixel
+    (anti-aliasing). Only the rows/columns holding something other than ``background`` are filtered
+    (a constant region is unchanged by a normalised blur)."""
+    sig = [max(sigma_mm, 0.35 * p) / p for p in pixel_mm]
     if max(sig) < 0.1:
         return hu
-    return ndimage.gaussian_filter(hu, sig, mode="nearest", truncate=3.0)
+    content = hu != np.float32(background)
+    rows = np.flatnonzero(content.any(axis=(0, 2)))
+    cols = np.flatnonzero(content.any(axis=(0, 1)))
+    if rows.size == 0:
+        return hu
+    pad = int(np.ceil(3 * max(sig))) + 1
+    r0, r1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, hu.shape[1])
+    c0, c1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, hu.shape[2])
+    sub = hu[:, r0:r1, c0:c1]
+    for axis, sg in ((1, sig[0]), (2, sig[1])):
+        if sg >= 0.1:
+            ndimage.gaussian_filter1d(sub, sg, axis=axis, output=sub, mode="nearest", truncate=2.5)
+    return hu
 
 
 def noise_bank(rng: np.random.Generator, shape_2d: tuple[int, int], kernel: str, pixel_mm: float) -> np.ndarray:
@@ -63,13 +77,20 @@ def apply_scanner(
         sd = sc.noise_sd_hu * float(np.clip(vox_factor, 0.1, 3.0))
         for k in range(hu.shape[0]):
             n = bank[rng.integers(NOISE_BANK)]
-            n = np.roll(n, (int(rng.integers(n.shape[0])), int(rng.integers(n.shape[1]))), axis=(0, 1))
+            # cheap decorrelation between slices: random flips and transposition of a bank slice
             if rng.random() < 0.5:
                 n = n[::-1]
+            if rng.random() < 0.5:
+                n = n[:, ::-1]
+            if n.shape[0] == n.shape[1] and rng.random() < 0.5:
+                n = n.T
             scale = sd * (1.0 if noise_scale_per_slice is None else float(noise_scale_per_slice[k]))
-            hu[k] += scale * n
-    hu = hu * np.float32(sc.hu_gain) + np.float32(sc.hu_offset)
-    out = np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
+            hu[k] += np.float32(scale) * n
+    hu *= np.float32(sc.hu_gain)
+    hu += np.float32(sc.hu_offset)
+    np.rint(hu, out=hu)
+    np.clip(hu, HU_MIN, HU_MAX, out=hu)
+    out = hu.astype(np.int16)
     if padding_mask is not None and sc.circle_padding is not None:
         out[:, padding_mask] = np.int16(sc.circle_padding)
     return out

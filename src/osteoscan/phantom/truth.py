@@ -51,14 +51,12 @@ def _dir_to_lps(grid: Grid, d: np.ndarray) -> list[float]:
 def build_truth(s: SubjectParams, spine: Spine, grid: Grid, volume: CTVolume, labels: np.ndarray) -> dict[str, Any]:
     sc = s.scanner
     zoff = sc.z_offset_mm
-    present = np.unique(labels)
-    present_set = set(int(v) for v in present)
-    # centroids of every body / whole vertebra in one pass
-    coms, counts = _spine_centroids(labels)
+    # one pass over the volume for every label's bounding box; centroids are computed inside the boxes
+    boxes = ndimage.find_objects(labels)
+    present = [0] + [i + 1 for i, b in enumerate(boxes) if b is not None]
+    present_set = set(present)
+    coms, counts = _spine_centroids(labels, boxes)
     vox_ml = float(np.prod(grid.spacing)) / 1000.0
-    nz = grid.shape[0]
-    z_lo = grid.origin[2] - 0.5 * grid.spacing[0]
-    z_hi = grid.origin[2] + (nz - 0.5) * grid.spacing[0]
 
     def idx_to_lps(k: np.ndarray) -> list[float]:
         return [round(float(x), 3) for x in volume.index_to_lps(k)]
@@ -69,13 +67,10 @@ def build_truth(s: SubjectParams, spine: Spine, grid: Grid, volume: CTVolume, la
         bl, pl = body_label(lev), posterior_label(lev)
         n_body = counts.get(bl, 0)
         n_post = counts.get(pl, 0)
-        # complete: the analytic body lies within the grid's z extent and in-plane field of view
-        hmax = max(vg.ha, vg.hp) / 2.0 + 2.0
-        z_extent = abs(vg.frame[2, 2]) * hmax + abs(vg.frame[2, 1]) * vg.b * 1.7
-        inside_z = (vg.center[2] - z_extent >= z_lo) and (vg.center[2] + z_extent <= z_hi)
         in_view = n_body > 0
         heights = vg.heights()
-        complete = bool(inside_z and in_view and grid.shape[0] > 1 and _inside_xy(grid, vg))
+        # complete: the body's analytic bounding box lies inside the grid (a cut body has no BMD/heights)
+        complete = bool(in_view and grid.shape[0] > 1 and _body_inside(grid, vg))
         loss = 1.0 - min(heights.values()) / vg.expected_height
         entry: dict[str, Any] = {
             "level": lev.name,
@@ -175,12 +170,11 @@ def build_truth(s: SubjectParams, spine: Spine, grid: Grid, volume: CTVolume, la
     }
 
 
-def _spine_centroids(labels: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+def _spine_centroids(labels: np.ndarray, boxes: list) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     """Index-space centre of mass and voxel count of every spine label (>= BODY_OFFSET), computed in
     each label's bounding box (one pass over the volume for the boxes)."""
     coms: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
-    boxes = ndimage.find_objects(labels)
     for lab0, box in enumerate(boxes):
         lab = lab0 + 1
         if box is None or lab < BODY_OFFSET:
@@ -195,13 +189,15 @@ def _spine_centroids(labels: np.ndarray) -> tuple[dict[int, np.ndarray], dict[in
     return coms, counts
 
 
-def _inside_xy(grid: Grid, vg) -> bool:
-    xs, ys = grid.to_scanner_xy(vg.center[0], vg.center[1])
-    margin = 40.0
-    x0, y0 = grid.origin[0], grid.origin[1]
-    x1 = x0 + (grid.shape[2] - 1) * grid.spacing[2]
-    y1 = y0 + (grid.shape[1] - 1) * grid.spacing[1]
-    return bool(x0 + margin <= xs <= x1 - margin and y0 + margin <= ys <= y1 - margin)
+def _body_inside(grid: Grid, vg) -> bool:
+    """True when the 8 corners of the body's local bounding box map inside the grid's extent."""
+    hmax = max(vg.ha, vg.hp) / 2.0 + 0.5
+    corners = np.array([[su * vg.a, sv, sw * hmax] for su in (-1, 1) for sv in (-vg.b, vg.b) for sw in (-1, 1)])
+    world = corners @ vg.frame.T + vg.center
+    xs, ys = grid.to_scanner_xy(world[:, 0], world[:, 1])
+    idx = [(world[:, 2] - grid.origin[2]) / grid.spacing[0], (ys - grid.origin[1]) / grid.spacing[1],
+           (xs - grid.origin[0]) / grid.spacing[2]]
+    return all(bool(np.all((i >= -0.5) & (i <= n - 0.5))) for i, n in zip(idx, grid.shape))
 
 
 def _mean_bmd(spine: Spine, names: tuple[str, ...]) -> float:
@@ -240,4 +236,4 @@ def l3_tissue(spine: Spine, grid: Grid, volume: CTVolume, labels: np.ndarray) ->
     return out
 
 
-__all__ = ["build_truth", "genant_grade", "l3_tissue", "tissue_map", "DISC_OFFSET", "POSTERIOR_OFFSET"]
+__all__ = ["DISC_OFFSET", "POSTERIOR_OFFSET", "build_truth", "genant_grade", "l3_tissue", "tissue_map"]
