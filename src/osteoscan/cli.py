@@ -41,9 +41,17 @@ COMMANDS: dict[str, str] = {
 
 
 def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    """-q: warnings only; default: INFO in pipes/services, WARNING on a terminal (which shows a
+    progress bar instead); -v: INFO; -vv: DEBUG."""
+    tty = sys.stderr.isatty()
+    if verbosity < 0:
+        level = logging.WARNING
+    elif verbosity == 0:
+        level = logging.WARNING if tty else logging.INFO
+    else:
+        level = logging.INFO if verbosity == 1 else logging.DEBUG
     handler: logging.Handler
-    if sys.stderr.isatty():
+    if tty:
         from rich.logging import RichHandler
 
         handler = RichHandler(show_path=False, rich_tracebacks=True)

@@ -214,13 +214,18 @@ def _candidates(argmax: np.ndarray, probs: np.ndarray, voxel_mm3: float) -> list
                 fragments.append(flat_idx)
     # absorb fragments into the candidate they touch most (a vertebra's edge labelled differently)
     if cands and fragments:
-        flat_map = cand_map.reshape(-1)
         grow: dict[int, list[np.ndarray]] = {}
         for frag in fragments:
-            m = np.zeros(shape, dtype=bool)
-            m.reshape(-1)[frag] = True
+            # dilate inside the fragment's bounding box (+1 voxel) only: a noisy prediction can
+            # have thousands of fragments, and whole-volume dilations made decoding take minutes
+            coords = np.unravel_index(frag, shape)
+            lo = [max(int(c.min()) - 1, 0) for c in coords]
+            hi = [min(int(c.max()) + 2, n) for c, n in zip(coords, shape)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            m = np.zeros(tuple(b - a for a, b in zip(lo, hi)), dtype=bool)
+            m[tuple(c - a for c, a in zip(coords, lo))] = True
             ring = ndimage.binary_dilation(m, structure=structure) & ~m
-            touching = flat_map[np.flatnonzero(ring)]
+            touching = cand_map[box][ring]
             touching = touching[touching > 0]
             if touching.size:
                 grow.setdefault(int(np.bincount(touching).argmax()) - 1, []).append(frag)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from osteoscan.pipeline.timing import ProgressCallback
 
 HELP = "screen one CT study: BMD per vertebra, fractures, L3 body composition, report and DICOM outputs"
 log = logging.getLogger(__name__)
@@ -42,10 +47,40 @@ def run(args: argparse.Namespace) -> int:
             all_levels=args.all_levels,
             weights_dir=args.weights_dir,
         )
-        patient = PatientInfo(height_cm=args.patient_height_cm, sex=args.patient_sex, age_years=args.patient_age)
+        PatientInfo(height_cm=args.patient_height_cm, sex=args.patient_sex, age_years=args.patient_age)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    pipeline = Pipeline(config)
-    result = pipeline.run_study(args.input, args.output, series_uid=args.series, patient=patient)
+    with stage_progress(enabled=not args.quiet) as progress:
+        pipeline = Pipeline(config)
+        result = pipeline.run_study(
+            args.input,
+            args.output,
+            series_uid=args.series,
+            patient_height_cm=args.patient_height_cm,
+            patient_sex=args.patient_sex,
+            patient_age=args.patient_age,
+            progress=progress,
+        )
     print(format_summary(result, args.output))
     return 0
+
+
+@contextmanager
+def stage_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A rich progress line on a terminal; nothing when stderr is a pipe or file (quiet in pipes)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:<20}"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True)
+    ) as bar:
+        task = bar.add_task("loading models", total=1.0)
+
+        def update(stage: str, done: float) -> None:
+            bar.update(task, description=stage.replace("_", " "), completed=done)
+
+        yield update
+        bar.update(task, description="done", completed=1.0)

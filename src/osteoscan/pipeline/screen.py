@@ -22,7 +22,7 @@ from osteoscan.pipeline import stages
 from osteoscan.pipeline.assemble import assemble_result
 from osteoscan.pipeline.cascade import Cascade
 from osteoscan.pipeline.config import DEFAULT_FINE_LEVELS, PatientInfo, PipelineConfig
-from osteoscan.pipeline.timing import StageTimer
+from osteoscan.pipeline.timing import ProgressCallback, StageTimer
 from osteoscan.result import StudyResult
 
 log = logging.getLogger(__name__)
@@ -127,15 +127,18 @@ class Pipeline:
         patient_height_cm: float | None = None,
         patient_sex: str | None = None,
         patient_age: float | None = None,
+        progress: ProgressCallback | None = None,
     ) -> StudyResult:
         """Read a study, screen it, and write every configured output into ``outdir``.
+
+        ``progress`` is called as each stage starts with (stage name, fraction done).
 
         Raises:
             InputError: the input was rejected (unreadable, not a CT, ...): nothing is written.
         """
         from osteoscan.pipeline.outputs import write_all
 
-        timer = StageTimer()
+        timer = StageTimer(progress)
         with timer.stage("load"):
             study = stages.load_study(input_path, series_uid)
         patient = PatientInfo(height_cm=patient_height_cm, sex=patient_sex, age_years=patient_age)
