@@ -18,7 +18,12 @@ from osteoscan.analysis import (
     trabecular_roi,
     vertebra_volume_ml,
 )
-from osteoscan.analysis.vertebral import anterior_air_roi, body_outline_mask, pickhardt_thresholds
+from osteoscan.analysis.vertebral import (
+    anterior_air_roi,
+    body_outline_mask,
+    outside_reconstruction_circle,
+    pickhardt_thresholds,
+)
 from osteoscan.result import AcrCategory
 
 ISO = (1.0, 1.0, 1.0)
@@ -97,7 +102,7 @@ def _torso(distort: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, np.nd
     shape = (12, 120, 120)
     k, j, i = np.indices(shape)
     r2 = (j - 60) ** 2 + (i - 60) ** 2
-    truth = np.full(shape, -1000.0)
+    truth = np.full(shape, -1000.0) + ((j + i) % 3 - 1.0)  # air is never constant; median -1000
     truth[r2 <= 45**2] = 40.0
     vat = ((j - 50) ** 2 + (i - 60) ** 2 <= 15**2) & (k >= 3) & (k <= 8)
     truth[vat] = -95.0
@@ -121,11 +126,22 @@ def test_calibration_recovers_a_linear_distortion() -> None:
     assert auto.n_air > 1000
 
 
+def test_padding_outside_the_reconstruction_circle_is_not_air() -> None:
+    ct, vat, _, bone = _torso((1.05, 30.0))  # scanner air reads -1020, fat -69.75
+    _, j, i = np.indices(ct.shape)
+    ct[(j - 60) ** 2 + (i - 60) ** 2 > 58**2] = -1024.0  # corners padded, untouched by the offset
+    ct[:, 4, 59:61] = -1024.0  # clipped air pixels inside the circle are kept
+    assert outside_reconstruction_circle(ct[0]).sum() == ((j[0] - 60) ** 2 + (i[0] - 60) ** 2 > 58**2).sum()
+    cal = phantomless_calibration(ct, vat, spacing=(2.0, 1.0, 1.0))
+    assert cal.valid and cal.air_hu == pytest.approx(-1020.0)
+    assert cal.apply(float(ct[bone].mean())) == pytest.approx(200.0)
+
+
 def test_anterior_air_roi_is_in_front_of_the_body() -> None:
     ct, _, _, _ = _torso()
     body = body_outline_mask(ct)
     air = anterior_air_roi(ct, body, (2.0, 1.0, 1.0))
-    assert air.any() and (ct[air] == -1000).all()
+    assert air.any() and (np.abs(ct[air] + 1000) <= 1).all()
     j_front = np.argwhere(body)[:, 1].min()
     assert np.argwhere(air)[:, 1].max() < j_front - 9  # >= 10 mm margin
 

@@ -199,7 +199,8 @@ def anterior_air_roi(
 
     Per axial slice (all slices with body, or only ``slices``), the rows anterior to the body's
     most anterior voxel by more than ``CALIBRATION_AIR_MARGIN_MM``, within the body's left-right
-    extent, whose HU are in ``CALIBRATION_AIR_ACCEPT_HU`` (which drops padding and blankets).
+    extent, whose HU are in ``CALIBRATION_AIR_ACCEPT_HU`` (which drops blankets and most padding
+    values), outside the padding of the reconstruction circle (:func:`outside_reconstruction_circle`).
     """
     ct = np.asarray(ct)
     body = check_mask(body_mask, "body_mask")
@@ -219,9 +220,27 @@ def anterior_air_roi(
         j_end = j_front - margin
         if j_end <= 0:
             continue
-        block = ct[k, :j_end, i_cols[0] : i_cols[-1] + 1]
-        roi[k, :j_end, i_cols[0] : i_cols[-1] + 1] = (block >= lo) & (block <= hi)
+        keep = (ct[k] >= lo) & (ct[k] <= hi) & ~outside_reconstruction_circle(ct[k])
+        roi[k, :j_end, i_cols[0] : i_cols[-1] + 1] = keep[:j_end, i_cols[0] : i_cols[-1] + 1]
     return roi
+
+
+def outside_reconstruction_circle(slice_hu: np.ndarray) -> np.ndarray:
+    """Pixels of the padding outside the scanner's reconstruction circle (bool, same shape).
+
+    Scanners fill the corners outside the circular field of view with one constant (-1024, -2000,
+    -3024 HU...). At -1024 it passes for air but carries none of the scanner's HU offset, so it
+    must not enter the air reference. Detected as the connected region of exactly the corners'
+    value that touches the corners, when all four corners share that value; empty otherwise.
+    """
+    sl = np.asarray(slice_hu)
+    corners = [sl[0, 0], sl[0, -1], sl[-1, 0], sl[-1, -1]]
+    out = np.zeros(sl.shape, dtype=bool)
+    if any(c != corners[0] for c in corners):
+        return out
+    lab, _ = ndimage.label(sl == corners[0])
+    ids = {int(lab[0, 0]), int(lab[0, -1]), int(lab[-1, 0]), int(lab[-1, -1])} - {0}
+    return np.isin(lab, list(ids)) if ids else out
 
 
 def phantomless_calibration(
