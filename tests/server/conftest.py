@@ -183,12 +183,12 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "serve.log"
 
-    def start(self, timeout: float = 60) -> "ServeProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "osteoscan.cli", "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-        )
+    def start(self, timeout: float = 60) -> ServeProcess:
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "osteoscan.cli", "serve", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -273,7 +273,7 @@ class Orthanc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=f"http://{LOOPBACK}:{self.http_port}", timeout=120)
 
-    def start(self, modalities: dict[str, tuple[str, int]], timeout: float = 30) -> "Orthanc":
+    def start(self, modalities: dict[str, tuple[str, int]], timeout: float = 30) -> Orthanc:
         """Start with ``modalities`` (name -> (AE title, port on 127.0.0.1)) known to Orthanc."""
         import json
 
@@ -298,9 +298,9 @@ class Orthanc:
             "DicomScuTimeout": 60,
         }
         self.config_path.write_text(json.dumps(cfg, indent=1))
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([ORTHANC_BIN, str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=self.root)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([ORTHANC_BIN, str(self.config_path)], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

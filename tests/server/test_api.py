@@ -111,9 +111,10 @@ def test_upload_of_dicom_files_and_nifti(client: TestClient, auth: dict[str, str
     resp = client.post("/api/v1/studies", headers=auth,
                        files=[("files", (f.name, f.read_bytes())) for f in files])
     assert resp.status_code == 202 and resp.json()["input_kind"] == "dicom" and resp.json()["n_files"] == 4
+    import numpy as np
+
     from osteoscan.io import CTVolume, affine_from_spacing
     from osteoscan.io.nifti import write_nifti
-    import numpy as np
 
     nii = tmp_path / "ct.nii.gz"
     write_nifti(CTVolume(np.zeros((5, 8, 8), np.int16), affine_from_spacing((1, 1, 1))), path=nii)

@@ -37,7 +37,7 @@ def _send(files: list[Path], port: int, calling: str = "SCANNER", sop: str = CTI
         assoc.release()
 
 
-def _wait(pred, timeout: float = 10.0):  # noqa: ANN001, ANN202
+def _wait(pred, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
@@ -119,7 +119,7 @@ class _Pacs:
         ae = AE(ae_title="PACS")
         ae.supported_contexts = __import__("pynetdicom").AllStoragePresentationContexts
 
-        def on_store(event):  # noqa: ANN001, ANN202
+        def on_store(event):
             if refuse:
                 return 0xA700
             self.received.append(event.dataset)

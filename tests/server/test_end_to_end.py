@@ -36,7 +36,7 @@ MAX_SCREENSHOT_BYTES = 500_000
 
 
 class Live:
-    def __init__(self, serve, orthanc, data: Path) -> None:  # noqa: ANN001
+    def __init__(self, serve, orthanc, data: Path) -> None:
         self.serve, self.orthanc, self.data = serve, orthanc, data
         self.jobs: dict[str, dict] = {}
 
@@ -111,7 +111,7 @@ def test_rest_outputs_of_the_job(live: Live) -> None:
     assert 'osteoscan_result_sends{state="sent"} 1.0' in c.get("/metrics").text
 
 
-def _browser(tmp: Path):  # noqa: ANN202
+def _browser(tmp: Path):
     if not Path(CHROMIUM).exists():
         import sys
 
@@ -192,7 +192,7 @@ def test_viewer_in_chromium(live: Live, tmp_path: Path, request: pytest.FixtureR
 
 
 def test_worker_killed_mid_job(live: Live, h: ModuleType) -> None:
-    files, study_uid = h.phantom_series(live.data / "kill", seed=12, preset="lumbar", patient_id="KILL-012")
+    files, _ = h.phantom_series(live.data / "kill", seed=12, preset="lumbar", patient_id="KILL-012")
     zipped = h.zip_of_files(files)
     c = live.serve.client
     job = c.post("/api/v1/studies", files=[("files", ("kill.zip", zipped))]).json()

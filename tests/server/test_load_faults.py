@@ -48,7 +48,7 @@ def _key_numbers(result: dict) -> str:
                        "composition": result["composition"]}, sort_keys=True)
 
 
-def test_twenty_studies_by_rest_and_dicom_at_once(serve_factory, request: pytest.FixtureRequest,  # noqa: ANN001
+def test_twenty_studies_by_rest_and_dicom_at_once(serve_factory, request: pytest.FixtureRequest,
                                                    h: ModuleType, tmp_path: Path) -> None:
     extra = h.pipeline_toml(request)
     h.pipeline_or_skip(h.weights_dir_of(extra))
@@ -109,7 +109,7 @@ def test_twenty_studies_by_rest_and_dicom_at_once(serve_factory, request: pytest
     assert serve.client.get("/health").json()["status"] == "ok"
 
 
-def test_service_killed_mid_job_recovers_on_restart(serve_factory, request: pytest.FixtureRequest,  # noqa: ANN001
+def test_service_killed_mid_job_recovers_on_restart(serve_factory, request: pytest.FixtureRequest,
                                                     h: ModuleType, tmp_path: Path) -> None:
     extra = h.pipeline_toml(request)
     h.pipeline_or_skip(h.weights_dir_of(extra))

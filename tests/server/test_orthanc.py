@@ -16,7 +16,7 @@ from osteoscan.server.dicom_node import ResultSender
 from osteoscan.server.store import JobState, JobStore, SendState
 
 
-def test_orthanc_sends_a_series_to_the_node(serve_factory, orthanc_factory, h: ModuleType,  # noqa: ANN001
+def test_orthanc_sends_a_series_to_the_node(serve_factory, orthanc_factory, h: ModuleType,
                                             tmp_path: Path) -> None:
     serve = serve_factory(workers=0, quiet_s=1.0)  # queue only: this test is about the DICOM wiring
     orthanc = orthanc_factory({"osteoscan": ("OSTEOSCAN", serve.dicom_port)})
@@ -38,7 +38,7 @@ def test_orthanc_sends_a_series_to_the_node(serve_factory, orthanc_factory, h: M
     assert "osteoscan_dicom_instances_received_total 8.0" in metrics
 
 
-def test_results_arrive_in_orthanc(orthanc_factory, h: ModuleType, tmp_path: Path) -> None:  # noqa: ANN001
+def test_results_arrive_in_orthanc(orthanc_factory, h: ModuleType, tmp_path: Path) -> None:
     orthanc = orthanc_factory({"osteoscan": ("OSTEOSCAN", h.free_port())})
     store = JobStore(tmp_path / "data")
     jid = store.new_id()
