@@ -126,6 +126,15 @@ def test_calibration_recovers_a_linear_distortion() -> None:
     assert auto.n_air > 1000
 
 
+def test_calibration_with_a_kvp_specific_fat_reference() -> None:
+    ct, vat, air, _ = _torso((1.0, 0.0))
+    ct[vat] = -108.0  # fat at 100 kV (physics.tissue_hu), scanner otherwise perfect
+    default = phantomless_calibration(ct, vat, air_mask=air)
+    assert default.slope == pytest.approx(905.0 / 892.0)  # -108 forced to -95: a few HU of bias
+    exact = phantomless_calibration(ct, vat, air_mask=air, fat_reference_hu=physics.tissue_hu("fat", 100.0))
+    assert exact.slope == pytest.approx(1.0) and exact.intercept == pytest.approx(0.0, abs=1e-9)
+
+
 def test_padding_outside_the_reconstruction_circle_is_not_air() -> None:
     ct, vat, _, bone = _torso((1.05, 30.0))  # scanner air reads -1020, fat -69.75
     _, j, i = np.indices(ct.shape)

@@ -249,6 +249,9 @@ def phantomless_calibration(
     air_mask: np.ndarray | None = None,
     body_mask: np.ndarray | None = None,
     spacing: Sequence[float] | None = None,
+    *,
+    fat_reference_hu: float = CALIBRATION_FAT_HU,
+    air_reference_hu: float = CALIBRATION_AIR_HU,
 ) -> Calibration:
     """Linear HU calibration from internal references: air -> -1000 HU, visceral fat -> -95 HU.
 
@@ -259,6 +262,12 @@ def phantomless_calibration(
     ``CALIBRATION_*_ACCEPT_HU`` count. The map is
 
         slope = (-95 - -1000) / (fat_measured - air_measured),  intercept = -1000 - slope * air_measured.
+
+    ``fat_reference_hu`` (default -95, Comp2Comp's choice) is what visceral fat is assumed to read
+    on a calibrated scanner. Fat attenuation depends on the tube voltage (about -120 HU at 80 kV,
+    -100 at 120 kV, :func:`osteoscan.physics.tissue_hu`) and VAT medians are raised by partial
+    volume with thicker slices, so the fixed -95 leaves a kVp-dependent bias of a few HU in the
+    calibrated bone HU; pass a kVp-specific value to remove the first part.
 
     The result is ``valid=False`` with a reason when a reference has fewer than
     ``CALIBRATION_MIN_VOXELS`` voxels or a measured value / the slope is outside its plausible
@@ -298,8 +307,8 @@ def phantomless_calibration(
         return invalid(f"measured air {air_hu:.0f} HU outside the plausible {CALIBRATION_AIR_PLAUSIBLE_HU} HU")
     if not CALIBRATION_FAT_PLAUSIBLE_HU[0] <= fat_hu <= CALIBRATION_FAT_PLAUSIBLE_HU[1]:
         return invalid(f"measured visceral fat {fat_hu:.0f} HU outside the plausible {CALIBRATION_FAT_PLAUSIBLE_HU} HU")
-    slope = (CALIBRATION_FAT_HU - CALIBRATION_AIR_HU) / (fat_hu - air_hu)
-    intercept = CALIBRATION_AIR_HU - slope * air_hu
+    slope = (fat_reference_hu - air_reference_hu) / (fat_hu - air_hu)
+    intercept = air_reference_hu - slope * air_hu
     if not CALIBRATION_SLOPE_PLAUSIBLE[0] <= slope <= CALIBRATION_SLOPE_PLAUSIBLE[1]:
         return invalid(f"calibration slope {slope:.3f} outside the plausible {CALIBRATION_SLOPE_PLAUSIBLE}")
     return Calibration(slope, intercept, air_hu, fat_hu, True, "", n_air, n_fat)
