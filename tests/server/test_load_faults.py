@@ -59,7 +59,8 @@ def test_twenty_studies_by_rest_and_dicom_at_once(serve_factory, request: pytest
         for k in range(copies):
             pid = f"LOAD-{s}-{k}"
             files, _ = h.phantom_series(tmp_path / pid, seed=seed, preset=preset, patient_id=pid)
-            submissions.append((pid, s, "rest" if k % 2 == 0 else "dicom", files))
+            channel = "rest" if (s * copies + k) % 2 == 0 else "dicom"  # half and half
+            submissions.append((pid, s, channel, files))
     errors: list[str] = []
 
     def submit(pid: str, channel: str, files: list[Path]) -> None:

@@ -150,7 +150,7 @@ class ServerConfig:
     def max_unzipped_bytes(self) -> int:
         return int(self.api.max_unzipped_mb * 1024 * 1024)
 
-    def replace(self, **sections: dict[str, Any]) -> "ServerConfig":
+    def replace(self, **sections: dict[str, Any]) -> ServerConfig:
         """A copy with some keys of some sections changed, e.g. ``replace(api={"port": 0})``."""
         return _from_dict({**self.to_dict(), **{k: {**self.to_dict()[k], **v} for k, v in sections.items()}})
 

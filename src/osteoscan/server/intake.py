@@ -176,7 +176,7 @@ def describe_nifti(path: Path) -> IntakeInfo:
     try:
         img = nib.load(str(path))
         shape = img.shape
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a broken file
+    except Exception as exc:
         raise InputError(f"{path.name} is not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if len([s for s in shape if s > 1]) != 3:
         raise UnsupportedSeriesError(f"{path.name} has shape {shape}; a 3-D CT volume is needed")

@@ -127,7 +127,7 @@ class ImageCache:
         self._loading: dict[str, threading.Lock] = {}
         self.size = size
 
-    def get(self, key: str, load: "callable[[], StudyImages]") -> StudyImages:  # type: ignore[valid-type]
+    def get(self, key: str, load: callable[[], StudyImages]) -> StudyImages:  # type: ignore[valid-type]
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
