@@ -111,3 +111,10 @@ def test_rerun_and_delete_only_when_not_running(tmp_path: Path) -> None:
     assert store.delete("d1") and store.get("d1") is None
     with pytest.raises(KeyError):
         store.job_dir("../etc")
+
+
+def test_serve_print_config_prints_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from osteoscan.cli import main
+
+    assert main(["serve", "--print-config"]) == 0
+    assert capsys.readouterr().out == DEFAULT_TOML

@@ -191,6 +191,23 @@ def test_viewer_in_chromium(live: Live, tmp_path: Path, request: pytest.FixtureR
         pw.stop()
 
 
+def test_input_rejected_by_the_pipeline(live: Live, tmp_path: Path) -> None:
+    """An upload that passes intake but that the pipeline refuses (InputError) ends `rejected` with the
+    pipeline's reason, and the worker goes on with the next job (the kill test below)."""
+    import numpy as np
+
+    from osteoscan.io import CTVolume, affine_from_spacing
+    from osteoscan.io.nifti import write_nifti
+
+    nii = tmp_path / "flat.nii.gz"
+    write_nifti(CTVolume(np.zeros((8, 16, 16), np.int16), affine_from_spacing((2.0, 1.0, 1.0))), path=nii)
+    r = live.serve.client.post("/api/v1/studies", files=[("files", ("flat.nii.gz", nii.read_bytes()))])
+    assert r.status_code == 202, r.text
+    final = live.serve.wait_job(r.json()["id"], timeout=300)
+    assert final["state"] == "rejected" and "CT" in final["reason"], final
+    assert final["outputs"] == []
+
+
 def test_worker_killed_mid_job(live: Live, h: ModuleType) -> None:
     files, _ = h.phantom_series(live.data / "kill", seed=12, preset="lumbar", patient_id="KILL-012")
     zipped = h.zip_of_files(files)
