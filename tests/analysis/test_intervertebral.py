@@ -287,3 +287,16 @@ def test_s1_plate_found_under_l5(synth) -> None:
     l1 = synth.voxelise(synth.Body(), shape, ISO, (75.0, 40.0, 55.0), tilt_deg=12.0)
     angle = lumbar_lordosis_deg(l1, sacrum, ISO, lower_plate="superior", l5_body_mask=l5)
     assert angle == pytest.approx(42.0, abs=2.0)
+
+
+def test_holes_in_the_segmentation_do_not_cut_heights(synth) -> None:
+    """A posterior channel (basivertebral foramen) and an internal cavity left out by a model."""
+    body = synth.Body(section="box")
+    mask = synth.voxelise(body, SHAPE, ISO, CENTRE)
+    holed = mask.copy()
+    j_post = np.argwhere(mask)[:, 1].max()
+    holed[28:33, j_post - 8 :, 32:39] = False  # 5 mm channel from the posterior wall, mid-height
+    holed[20:24, 30:38, 30:40] = False  # enclosed cavity on the middle column
+    h = vertebral_heights(holed, ISO)
+    for v in (h.posterior, h.middle, h.anterior):
+        assert v == pytest.approx(25.0, abs=0.6)

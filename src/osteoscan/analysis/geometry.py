@@ -192,6 +192,17 @@ def inside_segments(values: np.ndarray, t: np.ndarray, level: float = 0.5) -> li
     return segments
 
 
+def merge_segments(segments: list[tuple[float, float]], max_gap: float) -> list[tuple[float, float]]:
+    """Join consecutive intervals separated by less than ``max_gap`` (holes in a segmentation)."""
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(segments):
+        if merged and lo - merged[-1][1] < max_gap:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
 def ray_segment(
     field: np.ndarray,
     frame: Frame,
@@ -200,17 +211,21 @@ def ray_segment(
     half_length: float,
     step: float,
     prefer_t: float | None = 0.0,
+    max_gap: float = 0.0,
 ) -> tuple[float, float] | None:
     """The inside interval (t_lo, t_hi) of ``field`` along ``origin + t * direction``.
 
-    The interval containing ``prefer_t`` is returned when there is one, otherwise the longest one;
-    None when the ray never enters the object.
+    Intervals separated by gaps shorter than ``max_gap`` (mm) are joined first. The interval
+    containing (or nearest to) ``prefer_t`` is returned when ``prefer_t`` is given, otherwise the
+    longest one; None when the ray never enters the object.
     """
     t = np.arange(-half_length, half_length + step / 2, step)
     pts = origin[None, :] + t[:, None] * direction[None, :]
     segs = inside_segments(sample(field, frame, pts), t)
     if not segs:
         return None
+    if max_gap > 0:
+        segs = merge_segments(segs, max_gap)
     if prefer_t is not None:
         for lo, hi in segs:
             if lo <= prefer_t <= hi:

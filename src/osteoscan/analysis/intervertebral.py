@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from osteoscan.analysis.constants import (
@@ -59,6 +60,9 @@ _ENDPLATE_CENTRAL_LR = 0.5
 _CRUSH_UNIFORM_REDUCTION = 0.15
 #: How far below the guide body (beyond its own half-height) plate_below looks for the plate.
 _PLATE_BELOW_REACH_MM = 30.0
+#: Gaps shorter than this along a height column are holes in the segmentation (basivertebral
+#: foramen, vessel channels, noise), not the end of the body.
+_MAX_HOLE_MM = 6.0
 #: Search range and step (deg) of the wall alignment of the AP axis (see _align_with_walls).
 _WALL_SEARCH_DEG = 20.0
 _WALL_SEARCH_STEP_DEG = 0.25
@@ -254,6 +258,7 @@ def measure_heights(
     if cropped is None:
         return None
     field, lo = cropped
+    field = ndimage.binary_fill_holes(field > 0.5).astype(np.float32)  # enclosed cavities are body
     frame = frame0.shifted(lo)
     if axes is None:
         pts = mask_points_mm(field > 0.5, frame)
@@ -287,7 +292,7 @@ def measure_heights(
     ends: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {}
     for name, f in zip(("posterior", "middle", "anterior"), HEIGHT_POSITIONS_FROM_POSTERIOR):
         origin = c + (a_post + f * extent) * a
-        seg = ray_segment(field, frame, origin, s, half / 2, step, prefer_t=s_mid)
+        seg = ray_segment(field, frame, origin, s, half / 2, step, prefer_t=s_mid, max_gap=_MAX_HOLE_MM)
         if seg is None:
             values[name] = None
             continue
@@ -322,7 +327,9 @@ def vertebral_heights(
     of the body on that plane is found at sub-voxel precision; heights are the lengths, along the
     superior axis, of the body at 15 %, 50 % and 85 % of that extent from the posterior wall
     (TotalSegmentator's positions). Each length is the inside run of the interpolated mask that
-    contains the section's mid-height (or the longest run when the column is interrupted).
+    contains the section's mid-height (or the longest run), after filling enclosed cavities and
+    bridging gaps shorter than 6 mm along the column (segmentation holes such as the basivertebral
+    foramen must not cut a height in two).
     A position the body does not reach is None; an empty mask gives ``Heights()`` (all None).
     """
     m = measure_heights(body_mask, spacing_or_affine, axes, neighbour_centroids_mm)
