@@ -240,18 +240,6 @@ class JobStore:
             ).fetchall()
         return [float(r[0]) for r in rows]
 
-    def last_stage_count(self) -> int | None:
-        """Number of timed stages of the newest done job (lets progress be a real fraction)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT summary FROM jobs WHERE state = 'done' AND summary IS NOT NULL "
-                "ORDER BY finished_at DESC LIMIT 1"
-            ).fetchone()
-        if not row:
-            return None
-        n = json.loads(row[0]).get("n_stages")
-        return int(n) if n else None
-
     # ---- transitions -------------------------------------------------------------------------
     def claim(self, worker_pid: int) -> Job | None:
         """Atomically take the oldest queued job for ``worker_pid`` (state -> running)."""

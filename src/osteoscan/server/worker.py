@@ -35,11 +35,9 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.3
 #: How often the supervisor checks that the workers are alive (s).
 SUPERVISE_INTERVAL_S = 0.5
-#: Stages run_study usually reports; used for progress until a job has been done once.
-DEFAULT_STAGE_COUNT = 8
+#: Share of the progress bar before the first stage (job claimed, models loading) and at its end.
+PROGRESS_START, PROGRESS_SPAN = 0.02, 0.96
 TMP_PREFIX = ".tmp-out-"
-#: Keys of ``timings_s`` that are sums over stages, not stages (osteoscan.pipeline.outputs.final_timings).
-_TIMING_TOTALS = ("inference", "total")
 
 
 @dataclass(frozen=True)
@@ -57,28 +55,6 @@ class WorkerSettings:
     log_level: int = logging.INFO
 
 
-class _StageProgress(logging.Handler):
-    """Turns the pipeline's per-stage timing log records into job progress in the store.
-
-    The pipeline's ``StageTimer`` logs "stage <name> ..." and "stage <name> done in ..." for each
-    stage; counting the finished ones against the stage count of the last done job gives a fraction.
-    """
-
-    def __init__(self, store: JobStore, job_id: str, expected: int) -> None:
-        super().__init__(logging.INFO)
-        self.store, self.job_id, self.expected = store, job_id, max(1, expected)
-        self.done = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not isinstance(record.msg, str) or not record.msg.startswith("stage ") or not record.args:
-            return
-        name = str(record.args[0]) if isinstance(record.args, tuple) else str(record.args)
-        if " done" in record.msg:
-            self.done += 1
-        progress = 0.05 + 0.9 * min(self.done, self.expected) / self.expected
-        self.store.set_progress(self.job_id, progress, name)
-
-
 def summarize(result: Any) -> dict[str, Any]:
     """The key findings shown in the worklist (from a StudyResult)."""
     s = result.summary
@@ -94,7 +70,6 @@ def summarize(result: Any) -> dict[str, Any]:
         "l3_slice_index": comp.slice_index if comp is not None else None,
         "coverage": list(result.qc.coverage),
         "warnings": list(result.qc.warnings),
-        "n_stages": len([k for k in result.timings_s if k not in _TIMING_TOTALS]),
         "total_s": round(result.timings_s.get("total", sum(result.timings_s.values())), 2),
     }
 
@@ -137,32 +112,28 @@ class JobRunner:
         tmp = job_dir / f"{TMP_PREFIX}{pid}-{job.attempts}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        expected = self.store.last_stage_count() or DEFAULT_STAGE_COUNT
-        progress = _StageProgress(self.store, job.id, expected)
-        timing_log = logging.getLogger("osteoscan.pipeline")
-        timing_log.addHandler(progress)
-        if not timing_log.isEnabledFor(logging.INFO):
-            timing_log.setLevel(logging.INFO)
+
+        def progress(stage: str, done: float) -> None:  # called by the pipeline as each stage starts
+            self.store.set_progress(job.id, PROGRESS_START + PROGRESS_SPAN * done, stage)
+
         try:
-            self.store.set_progress(job.id, 0.01, "loading models" if self._pipeline is None else "reading")
+            self.store.set_progress(job.id, 0.01, "loading models" if self._pipeline is None else "starting")
             pipe = self.pipeline()
             result = pipe.run_study(
                 self.input_path(job), tmp, series_uid=job.series_uid,
                 patient_height_cm=job.patient_height_cm, patient_sex=job.patient_sex,
-                patient_age=job.patient_age,
+                patient_age=job.patient_age, progress=progress,
             )
         except InputError as exc:
             log.warning("job %s rejected: %s", job.id, exc)
             shutil.rmtree(tmp, ignore_errors=True)
             self.store.finish(job.id, JobState.REJECTED, reason=str(exc), worker_pid=pid)
             return JobState.REJECTED
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any other error fails this job, never the worker
             log.exception("job %s failed", job.id)
             shutil.rmtree(tmp, ignore_errors=True)
             self.store.finish(job.id, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}", worker_pid=pid)
             return JobState.FAILED
-        finally:
-            timing_log.removeHandler(progress)
         final = self.store.output_dir(job.id)
         if final.exists():  # left by an earlier run of a re-run job
             shutil.rmtree(final)
