@@ -163,8 +163,9 @@ def _composition_finding(result: StudyResult) -> Finding:
         text += f", SMI {fmt(comp.smi_cm2_m2, CM2_M2)}"
     color = C.COLOR_NORMAL
     if comp.flags:
-        text += " - " + "; ".join(comp.flags)
-        color = C.COLOR_OSTEOPENIA
+        text += ". " + "; ".join(comp.flags)
+        if any(not f.lower().startswith("no ") for f in comp.flags):  # the analysis also states negatives
+            color = C.COLOR_OSTEOPENIA
     return Finding(f"Body composition ({comp.level})", text, ref, color)
 
 

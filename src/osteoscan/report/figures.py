@@ -126,12 +126,10 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
         ys = spread_labels([float(np.nonzero(sag == v)[0].mean() * sz) for v in values], 9.0)
         for value, y in zip(values, ys):
             name = VertebraLevel(value).name
-            v = by_level.get(name)
-            bmd = _bmd(v) if v is not None else None
             ax.text(
                 max(x_anchor, 2.0),
                 y,
-                name if bmd is None else f"{name}  {bmd:.0f}",
+                level_caption(by_level.get(name), name),
                 ha="right" if x_anchor > 30 else "left",
                 va="center",
                 fontsize=8,
@@ -143,7 +141,7 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
     ax.set_yticks([])
     ax.text(2, height_mm - 2, "A", color="yellow", fontsize=9, va="top")
     ax.text(width_mm - 2, height_mm - 2, "P", color="yellow", fontsize=9, va="top", ha="right")
-    ax.set_title(f"Sagittal reformat, vertebrae coloured by BMD ({MG_CM3})", fontsize=9)
+    ax.set_title(f"Sagittal reformat: level, BMD ({MG_CM3}), Genant grade (G)", fontsize=9)
     ax.legend(
         handles=_acr_legend_handles(),
         loc="upper center",
@@ -155,6 +153,18 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
         columnspacing=1.0,
     )
     return _png(fig)
+
+
+def level_caption(v: VertebraResult | None, name: str) -> str:
+    """'L1  62  G2': level, BMD (mg/cm3) when measured, Genant grade when fractured."""
+    text = name
+    if v is not None:
+        bmd = _bmd(v)
+        if bmd is not None:
+            text += f"  {bmd:.0f}"
+        if v.genant_grade:
+            text += f"  G{v.genant_grade}"
+    return text
 
 
 def _acr_legend_handles() -> list[Patch]:

@@ -108,7 +108,11 @@ def export_glb(meshes: list[VertebraMesh], path: Path) -> Path:
     return path
 
 
-def render_png(meshes: list[VertebraMesh], title: str = "3-D reconstruction of the segmented spine") -> bytes:
+def render_png(
+    meshes: list[VertebraMesh],
+    title: str = "3-D reconstruction of the segmented spine",
+    captions: dict[str, str] | None = None,
+) -> bytes:
     """Left-anterior-oblique view of the meshes, shaded, as PNG bytes (software renderer)."""
     fig = Figure(figsize=(3.4, 5.2))
     ax = fig.add_axes((0.0, 0.0, 1.0, 0.94))
@@ -154,7 +158,8 @@ def render_png(meshes: list[VertebraMesh], title: str = "3-D reconstruction of t
     ys = spread_labels([float(m.mesh.vertices.mean(axis=0) @ up) for m in meshes], (hi[1] - lo[1]) * 0.035)
     for m, y in zip(meshes, ys):
         extent_right = (m.mesh.vertices @ right).max()
-        ax.text(extent_right + pad * 0.3, y, m.level, fontsize=7, va="center", ha="left", color="#222222")
+        ax.text(extent_right + pad * 0.3, y, (captions or {}).get(m.level, m.level), fontsize=7, va="center",
+                ha="left", color="#222222")
     ax.set_xlim(lo[0] - pad, hi[0] + pad * 4)
     return _png(fig)
 

@@ -160,7 +160,9 @@ def write_outputs(
             boxes = ndimage.find_objects(lvl)
             render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
         with paths.timed("render"):
-            images["render"] = mesh.render_png(render_meshes)
+            by_level = {v.level: v for v in result.vertebrae}
+            captions = {m.level: figures.level_caption(by_level.get(m.level), m.level) for m in render_meshes}
+            images["render"] = mesh.render_png(render_meshes, captions=captions)
         if "mesh" in wanted:
             with paths.timed("mesh"):
                 full = mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes) if step > 1 else render_meshes
