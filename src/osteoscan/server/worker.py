@@ -129,7 +129,7 @@ class JobRunner:
             shutil.rmtree(tmp, ignore_errors=True)
             self.store.finish(job.id, JobState.REJECTED, reason=str(exc), worker_pid=pid)
             return JobState.REJECTED
-        except Exception as exc:  # noqa: BLE001 - any other error fails this job, never the worker
+        except Exception as exc:  # any other error fails this job, never the worker
             log.exception("job %s failed", job.id)
             shutil.rmtree(tmp, ignore_errors=True)
             self.store.finish(job.id, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}", worker_pid=pid)
