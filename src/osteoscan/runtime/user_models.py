@@ -224,6 +224,7 @@ def _parity(ref: dict[str, np.ndarray], test: dict[str, np.ndarray], what: str) 
 def _convert_and_check(src: Path, fmt: str, spec: Any, feed: dict[str, np.ndarray], work: Path) -> tuple[Path, dict[str, Any]]:
     """Produce the artifact to register (ONNX or IR) in ``work`` and its parity record."""
     import openvino as ov
+    from openvino.frontend import GeneralFailure, OpConversionFailure
 
     batch = next(iter(feed.values())).shape[0]
     if fmt == "onnx":
@@ -254,8 +255,12 @@ def _convert_and_check(src: Path, fmt: str, spec: Any, feed: dict[str, np.ndarra
         src = graphs[0]
     try:
         model = ov.Core().read_model(str(src)) if fmt == "openvino" else ov.convert_model(str(src))
-    except RuntimeError as exc:
-        raise ModelError(f"OpenVINO cannot read {src} as {fmt}: {exc}") from exc
+    except (RuntimeError, OpConversionFailure, GeneralFailure) as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"OpenVINO cannot convert {src} ({fmt}): {first}; export the model to ONNX in its framework "
+            "and import the .onnx instead"
+        ) from exc
     _rename_io(model, spec)
     out = work / "model.xml"
     ov.save_model(model, str(out), compress_to_fp16=False)
