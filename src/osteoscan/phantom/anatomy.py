@@ -352,7 +352,7 @@ def build_torso(s: SubjectParams, spine: Spine) -> TorsoProfile:
     # posterior elements + back muscles (lumbar deeper), then the centre
     cx, cy = spine.center_at(z)
     back = np.interp(z, [lm["S1_top"] - 60, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"] + 60],
-                     [98.0, 94.0, 82.0, 72.0, 60.0]) * sz * (0.8 + 0.2 * s.muscle_factor)
+                     [96.0, 88.0, 80.0, 72.0, 60.0]) * sz * (0.8 + 0.2 * s.muscle_factor)
     yc = cy + back - b_post
     return TorsoProfile(z, a, b_ant, b_post, yc, sat, wall, lm)
 

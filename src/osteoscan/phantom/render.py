@@ -32,7 +32,7 @@ from osteoscan.physics import contrast_enhancement_hu, tissue_hu, trabecular_hu
 SKIN_MM = 2.0
 CORTEX_BODY_MM = 1.0  # vertebral body cortical shell (issue #3: ~1 mm)
 CORTEX_ENDPLATE_MM = 0.7
-CORTEX_OTHER_MM = 1.3  # posterior elements, ribs, pelvis
+CORTEX_OTHER_MM = 1.0  # posterior elements, ribs, pelvis
 LABEL_LUT_SIZE = 512  # > every label value (DISC_OFFSET + levels)
 
 
@@ -118,10 +118,11 @@ class Renderer:
         self.rng = np.random.default_rng([int(s.seed), 0x7E47, int(seed_stream)])
         self.c = Canvas.empty(grid)
         # supine on a flat pad: the back is flattened where it rests on it. The pad top sits at the
-        # 60th percentile of the free posterior skin line over the trunk (buttocks and upper back touch).
+        # 90th percentile of the free posterior skin line over the trunk (buttocks and upper back touch,
+        # the lumbar lordosis leaves a gap).
         zs = np.linspace(self.lm["femoral_head"], self.lm["T2"], 60)
         pz = self.torso.at(zs)
-        self.table_y = float(np.quantile(pz["yc"] + pz["b_post"] + pz["sat"] * 0.7 + SKIN_MM, 0.6))
+        self.table_y = float(np.quantile(pz["yc"] + pz["b_post"] + pz["sat"] * 0.7 + SKIN_MM, 0.9))
         self.vox = float(min(grid.spacing[1], grid.spacing[2]))
         kvp = s.scanner.kvp
         self.cortical = self.hu["cortical"]
@@ -186,7 +187,8 @@ class Renderer:
         mf = s.muscle_factor
         sz = s.size_factor
         lut = np.zeros(64, np.float32)
-        for lab, key in ((Anatomy.SKIN, "skin"), (Anatomy.SAT, "fat"), (Anatomy.VAT, "fat"), (Anatomy.LUNG, "lung"),
+        for lab, key in ((Anatomy.SKIN, "skin"), (Anatomy.SAT, "fat"), (Anatomy.VAT, "fat"), (Anatomy.IMAT, "fat"),
+                         (Anatomy.LUNG, "lung"),
                          (Anatomy.MUSCLE_OTHER, "muscle"), (Anatomy.MUSCLE_RECTUS, "muscle"),
                          (Anatomy.MUSCLE_OBLIQUES, "muscle"), (Anatomy.MUSCLE_ERECTOR, "muscle"),
                          (Anatomy.OTHER_SOFT_TISSUE, "soft")):
@@ -265,7 +267,8 @@ class Renderer:
                     L[kk[diaph], jj[diaph], ii[diaph]] = Anatomy.MUSCLE_OTHER
             # muscle walls: chest wall above the costal margin, abdominal wall, gluteal in the pelvis
             z_cost = f32(lm["T9"]) + f32(lm["L2"] - lm["T9"]) * np.clip(f32(1.0) + cy, 0.0, 1.0)
-            in_wall = inner & (depth <= wall * (f32(1.0) + f32(0.5) * cx2))
+            # the wall is thicker postero-laterally (latissimus, posterior obliques, serratus)
+            in_wall = inner & (depth <= wall * (f32(1.0) + f32(0.5) * cx2 + f32(1.6) * np.maximum(cy, f32(0)) ** 2))
             chest = Z > z_cost
             L[in_wall & chest] = Anatomy.MUSCLE_OTHER
             rectus_w = f32(45.0 * sz)
@@ -285,9 +288,16 @@ class Renderer:
             # back muscles: erector spinae behind the vertebral bodies beside the spinous processes
             er_w = col(np.interp(z, [lm["S1_top"] - 80, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"]],
                                  [35.0, 58.0, 50.0, 42.0, 38.0]) * mf ** 0.5 * sz)
-            back = inner & (Y > sy + f32(1.25) * sb) & (Z > lm["S1_top"] - 60)
+            # (rounded masses: the lateral border curves in towards the back surface); what is left of
+            # the posterior compartment between the back muscles is intermuscular fat
+            y0 = sy + f32(1.25) * sb
+            back = inner & (Y > y0) & (Z > lm["S1_top"] - 60)
             dxs = np.abs(X - sx)
-            L[back & (dxs < er_w) & (dxs > 2.0)] = Anatomy.MUSCLE_ERECTOR
+            y_back = yc + col(p["b_post"])
+            tb = np.clip((Y - y0) / np.maximum(y_back - y0, f32(1.0)), 0.0, 1.0)
+            er_lat = er_w * (f32(1.0) - f32(0.45) * tb * tb) * (f32(0.75) + f32(0.25) * np.minimum(tb * 4, f32(1.0)))
+            L[back & (L == Anatomy.VAT) & (dxs < er_w * f32(1.2))] = Anatomy.IMAT
+            L[back & (dxs < er_lat) & (dxs > 2.0)] = Anatomy.MUSCLE_ERECTOR
             L[back & (dxs <= 2.0)] = Anatomy.OTHER_SOFT_TISSUE
             paint = L > 0
             np.copyto(self.c.labels[sl], L, where=paint)
@@ -386,7 +396,9 @@ class Renderer:
             zd = self._diaphragm_z(x, y, yc)
             ls = oj["liver_size"]
             z_low = lm["L2"] + 10.0 + (x + 90.0 * sz) * 0.45 / ls + np.maximum(y - yc, 0) * 0.1
-            x_left = (25.0 + 55.0 * np.clip((yc - y) / 60.0, 0.0, 1.0)) * ls * sz
+            # medial border: the left lobe reaches across the midline anteriorly, the border curves
+            # back towards the right near the IVC and the spine
+            x_left = (-15.0 + 95.0 / (1.0 + np.exp(-(yc - y - 10.0) / 22.0))) * ls * sz
             liver = (z < zd - 5.0) & (z > z_low) & (x < x_left) & (y < sy + 20.0)
             liver &= self.c.allowed(box, soft)
             self.c.paint(box, liver, Anatomy.LIVER, hu["liver"])
@@ -415,7 +427,7 @@ class Renderer:
             zc = zlev + dz
             sxk, syk = self._spine_xy(np.array([zc]))
             ks = oj["kidney_size"] * sz
-            kc = np.array([float(sxk[0]) + side * (48.0 + 22.0) * sz, float(syk[0]) + 8.0 * sz, zc])
+            kc = np.array([float(sxk[0]) + side * 72.0 * sz, float(syk[0]) + 16.0 * sz, zc])
             kf = rotation("y", -side * 12.0) @ rotation("x", -15.0) @ rotation("z", side * 25.0)
             where = soft + [Anatomy.LIVER, Anatomy.SPLEEN, Anatomy.MUSCLE_OTHER]
             self._ellipsoid(kc, kf, np.array([32.0, 27.0, 58.0]) * ks + 5.0, Anatomy.VAT, hu["fat"], where=where)
@@ -453,11 +465,11 @@ class Renderer:
             # quadratus lumborum: lateral to the erector spinae, behind the kidney
             t12 = self.spine.by_level(VertebraLevel.T12)
             l4 = self.spine.by_level(VertebraLevel.L4)
-            q = np.array([[t12.center[0] + side * 40 * s.size_factor, t12.center[1] + 22, t12.center[2]],
-                          [l4.center[0] + side * 62 * s.size_factor, l4.center[1] + 22, l4.center[2]],
-                          [side * 70 * s.size_factor, l4.center[1] + 28, lm["iliac_crest"]]])
-            self._tube(q, np.array([6.0, 12.0, 9.0]) * mf, Anatomy.MUSCLE_QUADRATUS, hu["muscle"],
-                       where=[Anatomy.VAT, Anatomy.MUSCLE_OTHER, Anatomy.KIDNEY])
+            q = np.array([[t12.center[0] + side * 45 * s.size_factor, t12.center[1] + 24, t12.center[2]],
+                          [l4.center[0] + side * 66 * s.size_factor, l4.center[1] + 24, l4.center[2]],
+                          [side * 72 * s.size_factor, l4.center[1] + 30, lm["iliac_crest"]]])
+            self._tube(q, np.array([8.0, 15.0, 11.0]) * mf, Anatomy.MUSCLE_QUADRATUS, hu["muscle"],
+                       where=[Anatomy.VAT, Anatomy.MUSCLE_OTHER, Anatomy.IMAT])
 
     def _vessels(self) -> None:
         s, lm, hu = self.s, self.lm, self.hu
@@ -546,7 +558,7 @@ class Renderer:
         lab = self.c.labels[box]
         coords = g.coords(box)
         sy = self._spine_xy(coords[2][:, 0, 0])[1].astype(np.float32)[:, None, None]
-        cand = (lab == Anatomy.VAT) & (coords[1] < sy - 5.0)
+        cand = (lab == Anatomy.VAT) & (coords[1] < sy + 10.0)
         if cand.sum() < 10:
             return
         px, py_, pz = mask_points(coords, cand)
@@ -650,10 +662,10 @@ class Renderer:
             canal = ((up / d["ca"]) ** 2 + ((vp - d["vc"]) / d["cb"]) ** 2) < 1.0
             xsec_p = ((up / a) ** 2 + (vp / b) ** 2 <= 1.0) & (vp <= b * (PF + (1 - PF) * (up / a) ** 2))
             sel = (pd > 0) & ~canal & ~xsec_p
-            post_marrow = trab * 1.1 + 25.0
-            fp = shell_fraction(pd[sel], CORTEX_OTHER_MM, self.vox)
+            post_marrow = trab * 1.05 + 20.0
+            fp = shell_fraction(pd[sel], CORTEX_OTHER_MM * 0.8, self.vox)
             noise = self.rng.standard_normal(int(sel.sum())).astype(np.float32) * np.float32(tex_sd * 0.5)
-            pval = post_marrow + noise + fp * (self.cortical * 0.9 - post_marrow)
+            pval = post_marrow + noise + fp * (self.cortical * 0.8 - post_marrow)
             kk, jj, ii = ip[0][sel], ip[1][sel], ip[2][sel]
             lab_view[kk, jj, ii] = posterior_label(vg.level)
             hu_view[kk, jj, ii] = pval
@@ -905,12 +917,13 @@ def _posterior_depth(u, v, w, vg: VertebraGeom, d: dict[str, float]) -> np.ndarr
     sv0 = vc + cb + lam * 0.3
     sv = v - sv0
     wc = w0 - d["sp_tilt"] * np.clip(sv, 0, None)
-    sp_th = 3.5 + 1.0 * (vg.level.region == "lumbar")
+    sp_th = 2.6 + 0.6 * (vg.level.region == "lumbar")
     spin = np.minimum(np.minimum(sp_th - au, d["sp_h"] / 2 - np.abs(w - wc)), np.minimum(sv + lam, d["sp_len"] - sv))
     # transverse processes: bars going out laterally from the pedicle-lamina junction
     tv = vc + d["tp_back"] * np.clip(au - ca, 0, None)
-    tp_r = 4.5 if vg.level.region == "lumbar" else 5.0
-    tp = np.minimum(1 - np.sqrt(((v - tv) / tp_r) ** 2 + ((w - w0) / (tp_r * 1.2)) ** 2), 1.0) * tp_r
+    # lumbar processes are flat plates (thin antero-posteriorly, taller cranio-caudally)
+    tp_rv, tp_rw = (2.8, 5.0) if vg.level.region == "lumbar" else (4.0, 4.5)
+    tp = np.minimum(1 - np.sqrt(((v - tv) / tp_rv) ** 2 + ((w - w0) / tp_rw) ** 2), 1.0) * tp_rv
     tp = np.minimum(tp, np.minimum(d["tp_tip"] - au, au - ca))
     # articular processes: blobs above and below the pedicle-lamina junction (facet joints)
     fu = ca + 3.0
