@@ -53,6 +53,7 @@ class VertebraResult:
     bmd_calibrated_mg_cm3: float | None = None
     heights_mm: Heights = field(default_factory=Heights)
     height_ratio_min: float | None = None  # min/max of the three heights (1 = no loss)
+    height_loss_percent: float | None = None  # the loss that decided the Genant grade (own heights or neighbours)
     genant_grade: int | None = None  # 0..3
     fracture_shape: FractureShape | None = None
 

@@ -92,7 +92,7 @@ def assemble_result(
             level=v.level,
             genant_grade=int(v.genant_grade),
             shape=v.fracture_shape or FractureShape.NONE,
-            height_loss_percent=float(_loss_percent(v)),
+            height_loss_percent=float(v.height_loss_percent or 0.0),
         )
         for v in vertebrae
         if v.genant_grade
@@ -168,10 +168,6 @@ def _complete(segments: Sequence[VertebraSegment], level: VertebraLevel) -> bool
     return any(s.level is level and s.complete for s in segments)
 
 
-def _loss_percent(v: VertebraResult) -> float:
-    return 100.0 * (1.0 - (v.height_ratio_min or 1.0))
-
-
 def _vertebra_results(
     segments: tuple[VertebraSegment, ...],
     bmd: tuple[BmdPrediction, ...],
@@ -227,6 +223,7 @@ def _vertebra_results(
                 height_ratio_min=iv.height_ratio_min(h),
                 genant_grade=None if genant is None else genant.grade,
                 fracture_shape=None if genant is None else genant.shape,
+                height_loss_percent=None if genant is None else genant.height_loss_percent,
             )
         )
     return tuple(results)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -42,22 +41,15 @@ def sample(
 ) -> np.ndarray:
     """Sample ``array`` (with its affine) on ``grid``; points outside get ``cval``.
 
-    Axis-aligned grids whose axes are parallel to the source's (the usual case: both canonical)
-    are sampled with a cheap per-axis coordinate computation; the general case uses the full
-    index mapping. Both go through :func:`scipy.ndimage.map_coordinates`.
+    Delegates to :func:`osteoscan.io.resample.resample_to_grid`, which is separable (fast) when the
+    grids are axis-aligned - the usual case, both being canonical. Order 0 keeps the dtype (labels),
+    order 1 gives float32.
     """
-    to_src = np.linalg.inv(affine) @ grid.affine
-    lin = to_src[:3, :3]
-    if np.allclose(lin - np.diag(np.diag(lin)), 0.0, atol=1e-6):
-        axes = [to_src[a, a] * np.arange(n) + to_src[a, 3] for a, n in enumerate(grid.shape)]
-        coords = np.meshgrid(*axes, indexing="ij", sparse=False)
-    else:
-        idx = np.indices(grid.shape, dtype=np.float64).reshape(3, -1)
-        coords = (lin @ idx + to_src[:3, 3:4]).reshape((3, *grid.shape))
-    out_dtype = np.float32 if order > 0 else array.dtype
-    return ndimage.map_coordinates(
-        array, coords, order=order, mode="constant", cval=cval, output=out_dtype, prefilter=False
-    )
+    from osteoscan.io.resample import resample_to_grid
+
+    src = array.view(np.uint8) if array.dtype == bool else array
+    out = resample_to_grid(src, affine, grid.shape, grid.affine, order=order, cval=cval)
+    return out.astype(bool) if array.dtype == bool else out
 
 
 def inside_mask(source_shape: tuple[int, ...], affine: np.ndarray, grid: Grid) -> np.ndarray:
