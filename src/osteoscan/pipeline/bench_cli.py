@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cohort", default="benchmark120", help="phantom cohort name (default: benchmark120)")
+    p.add_argument("--cohort", default="benchmark", help="phantom cohort name (default: benchmark, 120 cases)")
     p.add_argument("--cases", type=int, default=None, help="use only the first N cases of the cohort")
     p.add_argument("--cache-dir", type=Path, default=None, help="where generated cohorts are kept")
     p.add_argument("--backend", default="auto", choices=["auto", "openvino", "onnxruntime", "torch"])
