@@ -59,3 +59,14 @@ def test_phantom_calibration_feeds_real_preprocessing(tmp_path, rt_config):
     assert x.shape == (1, 1, *coarse.patch_size) and 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.01
     t = inputs["tissue_2d"][0]["image"]
     assert t.shape[:2] == (1, 1) and t.std() > 0.01
+    # the int8 artifacts made from these inputs run through create_session(precision="int8")
+    from osteoscan.runtime import create_session
+    from osteoscan.runtime.quantize import quantize
+
+    for name in ("spine_coarse", "tissue_2d"):
+        spec = registry.get_spec(name, weights_dir=tmp_path)
+        res = quantize(spec, inputs[name], config=rt_config, calibration_info={"source": "phantom", "n_cases": 1})
+        assert res.spec.calibration["n_batches"] == len(inputs[name])
+        s = create_session(spec, precision="int8", config=rt_config)
+        sample = inputs[name][0]["image"]
+        assert s.info.precision == "int8" and s.infer(sample)["logits"].shape[1] == spec.out_channels
