@@ -148,6 +148,14 @@ class Pipeline:
         return write_all(screening, outdir, self.config.outputs, timer)
 
 
+    def screen_path(self, input_path: str | Path, series_uid: str | None = None) -> Screening:
+        """Read and screen a study without writing anything (validation, notebooks)."""
+        timer = StageTimer()
+        with timer.stage("load"):
+            study = stages.load_study(input_path, series_uid)
+        return self.screen(study.volume, source_datasets=study.source_datasets, timer=timer)
+
+
 def screen(volume: CTVolume, config: PipelineConfig | None = None, patient: PatientInfo | None = None) -> StudyResult:
     """Screen one canonical CT volume with a fresh pipeline (loads the models: for many studies keep a
     ``Pipeline`` instead)."""

@@ -41,10 +41,11 @@ class PhantomErrors:
         for v in result.vertebrae:
             t = truth_levels.get(v.level)
             # identification: the predicted centroid lies within 20 mm of the true one (VerSe)
+            # identification (VerSe): the reported vertebral-body centroid lies within 20 mm of the
+            # true body centroid of the level it was labelled as
             if v.centroid_lps_mm is not None:
-                ok = t is not None and t.get("centroid_lps_mm") is not None and float(
-                    np.linalg.norm(np.subtract(v.centroid_lps_mm, t["body_centroid_lps_mm"] if t.get("body_centroid_lps_mm") else t["centroid_lps_mm"]))
-                ) <= centroid_tolerance_mm
+                true_c = None if t is None else t.get("body_centroid_lps_mm")
+                ok = true_c is not None and float(np.linalg.norm(np.subtract(v.centroid_lps_mm, true_c))) <= centroid_tolerance_mm
                 self.level_hits.append(bool(ok))
             if t is None or not v.complete or not t.get("complete", True):
                 continue
@@ -57,14 +58,14 @@ class PhantomErrors:
                 pred = getattr(v.heights_mm, key)
                 if pred is not None and th.get(key) is not None:
                     self.height_abs.append(abs(pred - th[key]))
-            if v.genant_grade is not None and t.get("genant_grade") is not None:
-                self.grade_hits.append(int(v.genant_grade) == int(t["genant_grade"]))
-        comp_truth = truth.get("l3_composition") or {}
-        if result.composition is not None and comp_truth:
-            for key in ("sma_cm2", "sat_cm2", "vat_cm2"):
-                pred, ref = getattr(result.composition, key), comp_truth.get(key)
+            if v.genant_grade is not None and t.get("fracture_grade") is not None:
+                self.grade_hits.append(int(v.genant_grade) == int(t["fracture_grade"]))
+        l3 = truth.get("l3") or {}
+        if result.composition is not None and l3:
+            for ours, theirs in (("sma_cm2", "muscle_area_cm2"), ("sat_cm2", "sat_area_cm2"), ("vat_cm2", "vat_area_cm2")):
+                pred, ref = getattr(result.composition, ours), l3.get(theirs)
                 if pred is not None and ref:
-                    self.area_rel.setdefault(key, []).append(abs(pred - ref) / ref)
+                    self.area_rel.setdefault(ours, []).append(abs(pred - ref) / ref)
 
     def summary(self) -> dict[str, Any]:
         all_bmd = [e for errs in self.bmd_abs.values() for e in errs]
