@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -68,9 +69,11 @@ def main() -> None:
     for spec in specs:
         cal = [smooth_input((1, spec.in_channels, *spec.patch_size), seed=s) for s in range(8)]
         quantize(spec, cal, config=config, calibration_info={"source": "smooth random (speed only)"})
+    load_before = os.getloadavg()
     rows = run_model_bench(specs, backends=("openvino", "onnxruntime", "torch"), precisions=("fp32", "bf16", "int8"),
                            repeats=args.repeats, config=config)
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load average before/after the model table: "
+          f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
     print(format_bench_table(rows))
     coarse = next(s for s in specs if s.name == specs[0].name)
     x = smooth_input((1, coarse.in_channels, *coarse.patch_size))
@@ -79,6 +82,7 @@ def main() -> None:
         coarse, x = fine[0], smooth_input((1, fine[0].in_channels, *fine[0].patch_size))
     print(f"\nstreams ({coarse.name}, {args.streams_jobs} jobs of shape {x.shape}, OpenVINO CPU fp32):")
     print(format_stream_table(run_stream_bench(coarse, x, n_jobs=args.streams_jobs, config=config)))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     np.set_printoptions(precision=3)
 
 

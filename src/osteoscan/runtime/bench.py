@@ -105,6 +105,7 @@ def run_model_bench(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     config: RuntimeConfig | None = None,
     cold_cache: bool = True,
+    isolate: bool = True,
     hint: str = "latency",
     num_threads: int | None = None,
     seed: int = 0,
@@ -119,9 +120,11 @@ def run_model_bench(
         input_shapes: input shape per model name (default ``(batch_size, in_channels, *patch)``).
         cold_cache: compile each row from scratch in a fresh cache folder (int8 artifacts are still
             looked up in ``config.model_dir``), so ``first_call_s`` includes ONNX->IR + compile.
+        isolate: run each row in a fresh process (spawned, back-end libraries imported before the
+            clock starts), so one row's memory and warm caches do not leak into the next row's
+            peak memory and first call. Models that cannot be pickled (a ``torch_factory``
+            closure) are measured in-process, with a log line saying so.
     """
-    from osteoscan.runtime.api import create_session
-
     base = config or RuntimeConfig()
     if models is None:
         models = shipped_models()
@@ -138,8 +141,8 @@ def run_model_bench(
                 for precision in precisions:
                     with tempfile.TemporaryDirectory(prefix="osteoscan-bench-") as tmp:
                         cfg = RuntimeConfig(cache_dir=Path(tmp), model_dir=base.model_dir) if cold_cache else base
-                        rows.append(_bench_one(create_session, source, backend, device, precision, hint, cfg, x,
-                                               repeats, n_warmup, num_threads))
+                        job = (source, backend, device, precision, hint, cfg, x, repeats, n_warmup, num_threads)
+                        rows.append(_isolated(job) if isolate and _picklable(source) else _bench_one(*job))
                     log.info("bench %s", rows[-1])
     return rows
 
@@ -171,8 +174,35 @@ def _preload(backends: Sequence[str]) -> None:
                 log.info("bench: %s not installed; its rows will say n/a", b)
 
 
-def _bench_one(create_session: Any, source: ModelSource, backend: str, device: str, precision: str, hint: str,
+def _picklable(source: ModelSource) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(source)
+        return True
+    except (pickle.PicklingError, AttributeError, TypeError):
+        log.info("bench: %s cannot be sent to a subprocess; measuring in-process", source.label)
+        return False
+
+
+def _isolated(job: tuple[Any, ...]) -> BenchRow:
+    """``_bench_one`` in a fresh spawned process."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
+        return ex.submit(_child_bench, job).result()
+
+
+def _child_bench(job: tuple[Any, ...]) -> BenchRow:
+    _preload([job[1]])
+    return _bench_one(*job)
+
+
+def _bench_one(source: ModelSource, backend: str, device: str, precision: str, hint: str,
                cfg: RuntimeConfig, x: np.ndarray, n_runs: int, n_warmup: int, num_threads: int | None) -> BenchRow:
+    from osteoscan.runtime.api import create_session
+
     shape = tuple(x.shape)
     gc.collect()
     try:
