@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pypdf import PdfReader
 
@@ -95,7 +95,7 @@ def test_bad_inputs_are_rejected(study, tmp_path: Path) -> None:
 
 def test_mixed_source_series_skips_dicom(study, dicom_series, tmp_path: Path) -> None:
     """Datasets from two series cannot be one reference: DICOM outputs skipped, with the reason."""
-    other = [pydicom.Dataset(ds) for ds in dicom_series[:3]]
+    other = [copy.deepcopy(ds) for ds in dicom_series[:3]]
     for ds in other:
         ds.SeriesInstanceUID = "1.2.3.4"
     paths = write_outputs(study.result, study.ct, study.labels, study.tissue, tmp_path,

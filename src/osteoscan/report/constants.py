@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 # --- Clinical thresholds: one source, osteoscan.analysis.constants (with their references) --------
-from osteoscan.analysis import constants as _A  # noqa: E402 - grouped with the values it defines
+from osteoscan.analysis import constants as _A
 
 #: ACR QCT categories of trabecular BMD (mean of L1-L2), mg/cm3.
 ACR_NORMAL_ABOVE_MG_CM3: Final[float] = _A.ACR_NORMAL_ABOVE_MG_CM3

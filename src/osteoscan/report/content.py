@@ -36,9 +36,10 @@ def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
 
 
 def not_reported_reason(result: StudyResult, *fields: str) -> str | None:
-    """The QC reason recorded for any of ``fields`` (matched as a suffix of the qc key)."""
+    """The QC reason recorded for any of ``fields``: a qc key equal to it, ending in ``.field`` (e.g.
+    ``summary.l1_hu``) or inside it (``composition.sma_cm2`` for ``composition``)."""
     for key, reason in result.qc.not_reported.items():
-        if any(key == f or key.endswith("." + f) or key.endswith(f) for f in fields):
+        if any(key == f or key.endswith(f".{f}") or key.startswith(f"{f}.") for f in fields):
             return reason
     return None
 
@@ -238,8 +239,10 @@ def _composition_rows(result: StudyResult) -> tuple[tuple[str, str, str], ...]:
         (
             "Muscle attenuation",
             fmt(comp.muscle_hu, "HU"),
-            f"myosteatosis < {C.MUSCLE_HU_MARTIN_BMI_LT25_BELOW:.0f} HU (BMI < 25) / "
-            f"< {C.MUSCLE_HU_MARTIN_BMI_GE25_BELOW:.0f} HU",
+            (
+                f"myosteatosis < {C.MUSCLE_HU_MARTIN_BMI_LT25_BELOW:.0f} HU (BMI < 25) / "
+                f"< {C.MUSCLE_HU_MARTIN_BMI_GE25_BELOW:.0f} HU"
+            ),
         ),
         ("Subcutaneous fat (SAT)", fmt(comp.sat_cm2, CM2), ""),
         ("Visceral fat (VAT)", fmt(comp.vat_cm2, CM2), ""),

@@ -9,9 +9,9 @@ as PS3.16 section 8 allows for local codes.
 
 from __future__ import annotations
 
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from highdicom.sr import CodedConcept
 
 from osteoscan.labels import Tissue, VertebraLevel
 
@@ -49,7 +49,7 @@ def vertebra_code(level: VertebraLevel) -> CodedConcept:
     return CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 
-def _cc(code) -> CodedConcept:  # noqa: ANN001 - pydicom Code
+def _cc(code) -> CodedConcept:
     return CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 

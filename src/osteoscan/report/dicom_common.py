@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pydicom
 
@@ -54,3 +56,14 @@ def unique_instances(datasets: Sequence[pydicom.Dataset]) -> list[pydicom.Datase
             seen.add(ds.SOPInstanceUID)
             out.append(ds)
     return out
+
+
+@contextmanager
+def no_phi_warnings() -> Iterator[None]:
+    """Silence highdicom's warning about unusual person names: it quotes the patient's name, and
+    warnings end up in logs. The name is copied from the source verbatim, which is what we want."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*is unlikely to represent the intended person name.*", category=UserWarning
+        )
+        yield

@@ -135,7 +135,7 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
                 fontsize=8,
                 color="white",
                 fontweight="bold",
-                bbox=dict(boxstyle="round,pad=0.2", fc="black", ec="none", alpha=0.6),
+                bbox={"boxstyle": "round,pad=0.2", "fc": "black", "ec": "none", "alpha": 0.6},
             )
     ax.set_xticks([])
     ax.set_yticks([])

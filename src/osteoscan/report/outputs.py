@@ -156,7 +156,7 @@ def write_outputs(
     if wanted & {"html", "pdf", "mesh"}:
         colors = figures.vertebra_colors(result)
         with paths.timed("mesh"):
-            step = max(1, int(round(RENDER_VOXEL_MM / min(ct.spacing))))
+            step = max(1, round(RENDER_VOXEL_MM / min(ct.spacing)))
             boxes = ndimage.find_objects(lvl)
             render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
         with paths.timed("render"):
@@ -193,7 +193,10 @@ def write_outputs(
             for name in dicom_wanted:
                 paths.skip(name, NOT_DICOM)
         else:
-            _write_dicom(paths, wanted, result, ct, lvl, tissue, outdir, source_datasets, images)
+            from osteoscan.report.dicom_common import no_phi_warnings
+
+            with no_phi_warnings():
+                _write_dicom(paths, wanted, result, ct, lvl, tissue, outdir, source_datasets, images)
     log.info(
         "wrote %d outputs to %s (%d skipped) in %.1f s (CPU %.1f s): %s", len(paths), outdir, len(paths.skipped),
         sum(paths.timings_s.values()), sum(paths.cpu_s.values()),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import matplotlib
 from reportlab import rl_config
@@ -33,7 +34,6 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
-from xml.sax.saxutils import escape
 
 from osteoscan.report import constants as C
 from osteoscan.report.content import LEVEL_TABLE_NOTE, ReportContent, not_reported_reason
@@ -176,7 +176,7 @@ def _levels(content: ReportContent, st: dict[str, ParagraphStyle]) -> Table:
 
 
 def _footer(info: PatientStudyInfo):
-    def draw(canvas, doc) -> None:  # noqa: ANN001 - ReportLab callback signature
+    def draw(canvas, doc) -> None:
         canvas.saveState()
         canvas.setFont(FONT, 6.8)
         canvas.setFillColor(colors.HexColor("#666666"))
