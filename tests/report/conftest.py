@@ -103,19 +103,19 @@ def make_result(tissue: np.ndarray, with_composition: bool = True) -> StudyResul
         VertebraResult(
             level="L1", complete=True, centroid_lps_mm=(1.5, -8.0, -31.5), volume_ml=12.5, body_volume_ml=8.2,
             hu_trabecular=150.0, hu_trabecular_sd=21.0, bmd_mg_cm3=95.2, bmd_uncertainty_mg_cm3=8.1,
-            bmd_calibrated_mg_cm3=97.9, heights_mm=Heights(24.1, 23.8, 24.3), height_ratio_min=0.98,
+            bmd_calibrated_mg_cm3=97.9, heights_mm=Heights(24.1, 23.8, 24.3), height_ratio_min=0.98, height_loss_percent=2.0,
             genant_grade=0, fracture_shape=FractureShape.NONE,
         ),
         VertebraResult(
             level="L2", complete=True, volume_ml=12.1, body_volume_ml=8.0, hu_trabecular=130.0,
             hu_trabecular_sd=19.0, bmd_mg_cm3=76.4, bmd_uncertainty_mg_cm3=7.5, bmd_calibrated_mg_cm3=79.0,
-            heights_mm=Heights(16.2, 21.0, 24.0), height_ratio_min=0.675, genant_grade=2,
+            heights_mm=Heights(16.2, 21.0, 24.0), height_ratio_min=0.675, height_loss_percent=32.5, genant_grade=2,
             fracture_shape=FractureShape.WEDGE,
         ),
         VertebraResult(
             level="L3", complete=True, volume_ml=13.0, body_volume_ml=8.6, hu_trabecular=170.0,
             hu_trabecular_sd=18.0, bmd_mg_cm3=131.6, bmd_uncertainty_mg_cm3=9.0, bmd_calibrated_mg_cm3=128.3,
-            heights_mm=Heights(24.0, 23.5, 24.2), height_ratio_min=0.97, genant_grade=0,
+            heights_mm=Heights(24.0, 23.5, 24.2), height_ratio_min=0.97, height_loss_percent=2.9, genant_grade=0,
             fracture_shape=FractureShape.NONE,
         ),
     )

@@ -115,6 +115,8 @@ def test_sr_values_match_result_json(dicom_outputs, dicom_series) -> None:
         assert m[K.HEIGHT_MIDDLE.meaning][0] == pytest.approx(v.heights_mm.middle, abs=1e-3)
         assert m[K.HEIGHT_POSTERIOR.meaning][0] == pytest.approx(v.heights_mm.posterior, abs=1e-3)
         assert m[K.GENANT_GRADE.meaning][0] == v.genant_grade
+        assert m[K.HEIGHT_LOSS.meaning] == (pytest.approx(v.height_loss_percent, abs=1e-3), "%")
+        assert m[K.HEIGHT_RATIO.meaning] == (pytest.approx(v.height_ratio_min, abs=1e-3), "1")
         assert m[K.VOLUME.meaning] == (pytest.approx(v.volume_ml, abs=1e-3), "mL")
         shapes = {q.name.meaning: q.value.meaning for q in g.get_qualitative_evaluations()}
         assert shapes[K.FRACTURE_SHAPE.meaning] == K.SHAPE_VALUES[v.fracture_shape.value].meaning

@@ -186,7 +186,8 @@ def _grade(v: VertebraResult) -> str:
 
 LEVEL_TABLE_NOTE = (
     f"{DASH} = not measured (reason under Quality control). Partial = vertebra cut by the field of view. "
-    "Genant grade with fracture shape; height ratio = min/max of the three heights."
+    "Height loss: the loss against the expected height (own heights or neighbours) that decides the Genant "
+    "grade, shown with the fracture shape."
 )
 LEVEL_HEADER: tuple[str, ...] = (
     "Level",
@@ -194,7 +195,7 @@ LEVEL_HEADER: tuple[str, ...] = (
     f"BMD calibr. ({MG_CM3})",
     "Trab. HU (mean ± SD)",
     "Heights A/M/P (mm)",
-    "Height ratio",
+    "Height loss (%)",
     "Genant grade",
     "Volume (ml)",
 )
@@ -222,7 +223,7 @@ def _level_row(v: VertebraResult) -> tuple[str, ...]:
         _cell(v.bmd_calibrated_mg_cm3),
         hu,
         _heights(v),
-        _cell(v.height_ratio_min, digits=2),
+        _cell(v.height_loss_percent, digits=0),
         _grade(v),
         _cell(v.volume_ml),
     )

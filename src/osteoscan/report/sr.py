@@ -53,6 +53,7 @@ def vertebra_measurements(v: VertebraResult) -> list[hd.sr.Measurement]:
         *_measure(K.HEIGHT_MIDDLE, h.middle, K.UNIT_MM),
         *_measure(K.HEIGHT_POSTERIOR, h.posterior, K.UNIT_MM),
         *_measure(K.HEIGHT_RATIO, v.height_ratio_min, K.UNIT_RATIO),
+        *_measure(K.HEIGHT_LOSS, v.height_loss_percent, K.UNIT_PERCENT),
         *_measure(K.GENANT_GRADE, v.genant_grade, K.UNIT_GRADE),
     ]
 
