@@ -77,6 +77,7 @@ def test_batch_with_the_pipeline_matches_a_direct_run_and_resumes(phantoms: Path
     assert (again.skipped, again.done, again.processed) == (3, 0, [])
 
 
+@pytest.mark.slow
 def test_cli_batch_lean_outputs(phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli"
     code = main(["batch", str(phantoms / "ph_nifti.nii.gz"), "-o", str(out), "--outputs", "json", "--workers", "1"])
