@@ -215,13 +215,13 @@ class ServeProcess:
         self.proc = None
 
     def wait_job(self, job_id: str, timeout: float = 300, final: tuple[str, ...] = ("done", "failed", "rejected"),
-                 until: Callable[[dict], bool] | None = None) -> dict:
+                 until: Callable[[dict], bool] | None = None, poll_s: float = 0.3) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.client.get(f"/api/v1/jobs/{job_id}").json()
             if (until(job) if until else job["state"] in final):
                 return job
-            time.sleep(0.3)
+            time.sleep(poll_s)
         raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s:\n{self.log()}")
 
     def jobs(self) -> list[dict]:

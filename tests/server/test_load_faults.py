@@ -118,7 +118,7 @@ def test_service_killed_mid_job_recovers_on_restart(serve_factory, request: pyte
     files, _ = h.phantom_series(tmp_path / "r", seed=31, preset="lumbar", patient_id="RESTART-31")
     job = serve.client.post("/api/v1/studies", files=[("files", ("r.zip", h.zip_of_files(files)))]).json()
     running = serve.wait_job(job["id"], timeout=120, until=lambda j: j["state"] != "queued" and (
-        j["state"] != "running" or j["stage"] not in (None, "starting", "loading models", "reading", "load")))
+        j["state"] != "running" or j["stage"] not in (None, "starting", "loading models", "load")))
     assert running["state"] == "running", f"job finished before the kill: {running}"
     serve.stop(signal.SIGKILL)
     worker = running["worker_pid"]
