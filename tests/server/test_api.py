@@ -177,3 +177,12 @@ def test_viewer_is_served_and_needs_no_internet(client: TestClient) -> None:
             assert "import(\"http" not in text and "from \"http" not in text, f"{f} imports from the internet"
     js = (STATIC_DIR / "vendor" / "three-viewer.min.js").read_text()
     assert not re.search(r"\bimport\s*[\"'(]\s*[\"']?https?://", js)
+
+
+def test_a_thin_slice_series_uploads_as_separate_files(client: TestClient, auth: dict[str, str], h: ModuleType,
+                                                       tmp_path: Path) -> None:
+    """More files than the multipart parser's default limit (1000): a 0.5 mm CT has that many slices."""
+    one = h.tiny_ct(tmp_path / "ct", n=1, size=8)[0].read_bytes()
+    resp = client.post("/api/v1/studies", headers=auth, files=[("files", (f"{i}.dcm", one)) for i in range(1100)])
+    assert resp.status_code == 202, resp.text[:300]
+    assert resp.json()["n_files"] == 1100

@@ -41,6 +41,8 @@ COOKIE_NAME = "osteoscan_token"
 #: Plausible ranges of the patient fields (the same as osteoscan.pipeline.config.PatientInfo checks).
 HEIGHT_RANGE_CM = (50.0, 250.0)
 AGE_RANGE_Y = (0.0, 130.0)
+#: Most files in one multipart upload: a thin-slice CT has up to a few thousand slices (zip them beyond).
+MAX_UPLOAD_FILES = 10_000
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 MEDIA_TYPES = {".glb": "model/gltf-binary", ".dcm": "application/dicom", ".gz": "application/gzip",
                ".json": "application/json", ".pdf": "application/pdf", ".html": "text/html"}
@@ -79,6 +81,7 @@ def create_app(service: Service) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        form_limits={"max_files": MAX_UPLOAD_FILES},
     )
     app.add_middleware(BodySizeLimit, max_bytes=service.config.max_upload_bytes)
     app.state.service = service
