@@ -110,12 +110,14 @@ def capsule_chain(
     points: np.ndarray,
     radii: np.ndarray,
     seg_len_mm: float = 12.0,
-) -> list[tuple[tuple[slice, slice, slice], np.ndarray]]:
+    with_centre: bool = False,
+) -> list[tuple]:
     """Rasterise a tube along a polyline: per chunk, (box slices, depth = radius - distance, mm).
 
     ``points`` (n, 3) anatomy mm and ``radii`` (n,) mm along the polyline. The polyline is cut into
     chunks of about ``seg_len_mm``; each chunk is evaluated in its own bounding box, the caller takes
-    ``depth > 0`` as inside (union over chunks; chunks overlap at the joints).
+    ``depth > 0`` as inside (union over chunks; chunks overlap at the joints). With ``with_centre``
+    each chunk also gives the mean polyline point of the chunk (for gas levels and the like).
     """
     pts = np.asarray(points, dtype=np.float64)
     rad = np.asarray(radii, dtype=np.float64)
@@ -148,7 +150,10 @@ def capsule_chain(
             dist = np.sqrt(qx * qx + qy * qy + qz * qz)
             depth = (r[s] + t * (r[s + 1] - r[s])) - dist
             best = depth if best is None else np.maximum(best, depth)
-        out.append((sl, best.astype(np.float32)))
+        if with_centre:
+            out.append((sl, best.astype(np.float32), p.mean(axis=0)))
+        else:
+            out.append((sl, best.astype(np.float32)))
     return out
 
 

@@ -387,21 +387,27 @@ class Renderer:
         z_hi_box = lm["diaphragm_dome_r"] + oj["diaphragm_dz"] + 5
         box = g.box(np.array([-200.0, -250.0, z_lo_box]), np.array([120.0, 250.0, z_hi_box]))
         if box is not None:
-            x, y, z = g.coords(box)
-            zz = z[:, 0, 0]
+            # evaluated on the free (fat) voxels of the box only
+            kk, jj, ii = np.nonzero(self.c.allowed(box, soft))
+            x0, y0 = g.anatomy_xy(box[1], box[2])
+            x, y = x0[jj, ii], y0[jj, ii]
+            zz = g.z[box[0]].astype(np.float32)
+            z = zz[kk]
             p = self.torso.at(zz)
-            yc = p["yc"][:, None, None]
-            sx, sy = self._spine_xy(zz)
-            sy = sy.astype(np.float32)[:, None, None]
-            zd = self._diaphragm_z(x, y, yc)
+            yc = p["yc"][kk]
+            sy = self._spine_xy(zz)[1].astype(np.float32)[kk]
             ls = oj["liver_size"]
             z_low = lm["L2"] + 10.0 + (x + 90.0 * sz) * 0.45 / ls + np.maximum(y - yc, 0) * 0.1
             # medial border: the left lobe reaches across the midline anteriorly, the border curves
             # back towards the right near the IVC and the spine
             x_left = (-15.0 + 95.0 / (1.0 + np.exp(-(yc - y - 10.0) / 22.0))) * ls * sz
-            liver = (z < zd - 5.0) & (z > z_low) & (x < x_left) & (y < sy + 20.0)
-            liver &= self.c.allowed(box, soft)
-            self.c.paint(box, liver, Anatomy.LIVER, hu["liver"])
+            # the left lobe sits high: below the domes the border moves to the right
+            x_left = x_left - 0.9 * np.clip(z_hi_box - 45.0 - z, 0.0, None)
+            cand = (z > z_low) & (x < x_left) & (y < sy + 20.0)
+            zd = self._diaphragm_z(x[cand], y[cand], yc[cand])
+            sel = np.flatnonzero(cand)[z[cand] < zd - 5.0]
+            self.c.labels[box][kk[sel], jj[sel], ii[sel]] = Anatomy.LIVER
+            self.c.hu[box][kk[sel], jj[sel], ii[sel]] = np.float32(hu["liver"])
             # spleen tucked under the left dome, posterior
         spc = np.array([78.0 * sz, float(self.torso.at(np.array([lm["T11"]]))["yc"][0]) + 45.0 * sz, lm["T11"] - 5.0])
         ssz = oj["spleen_size"]
@@ -534,19 +540,18 @@ class Renderer:
         dense = np.stack([np.interp(tt, np.arange(len(pts)), pts[:, k]) for k in range(3)], axis=1)
         r = np.full(len(dense), 22.0 * sz)
         gas_frac = oj["colon_gas"]
-        for sl, depth in capsule_chain(g, dense, r):
-            m = (depth > 0) & self.c.allowed(sl, where)
+        for sl, depth, centre in capsule_chain(g, dense, r, with_centre=True):
+            m = (depth > 0) & self.c.allowed(sl, where + [Anatomy.BOWEL, Anatomy.BOWEL_GAS])
             if not m.any():
                 continue
             x, y, z = g.coords(sl)
-            wall = m & (depth <= 3.0)
+            wall = m & (depth <= 3.0) & self.c.allowed(sl, where)
             lumen = m & (depth > 3.0)
             self.c.paint(sl, wall, Anatomy.BOWEL, hu["bowel_wall"])
-            # gas rises anteriorly (patient supine): the anterior part of the lumen
+            # gas rises anteriorly (patient supine): a horizontal gas-stool level in the lumen
             if not lumen.any():
                 continue
-            y_mid = float(np.median(np.broadcast_to(y, lumen.shape)[lumen]))
-            gas = lumen & (y < y_mid + 20.0 * (gas_frac - 0.5))
+            gas = lumen & (y < np.float32(centre[1] + 22.0 * sz * (1.0 - 2.0 * gas_frac)))
             self.c.paint(sl, lumen & ~gas, Anatomy.BOWEL, hu["feces"])
             self.c.paint(sl, gas, Anatomy.BOWEL_GAS, -990.0)
         # small bowel: a thresholded smooth random field inside the remaining peritoneal fat
@@ -757,8 +762,8 @@ class Renderer:
             direction = np.array([side * np.sin(np.deg2rad(52)), -np.cos(np.deg2rad(52)), 0.0])
             length = 105.0 * sz
             zt, zb = crest, fh + 30.0
-            box_lo = np.minimum(si, si + direction * length) - np.array([35, 35, 0]) + np.array([0, 0, zb - si[2] - 5])
-            box_hi = np.maximum(si, si + direction * length) + np.array([35, 35, 0]) + np.array([0, 0, zt - si[2] + 5])
+            box_lo = np.minimum(si, si + direction * length) - np.array([65, 65, 0]) + np.array([0, 0, zb - si[2] - 5])
+            box_hi = np.maximum(si, si + direction * length) + np.array([65, 65, 0]) + np.array([0, 0, zt - si[2] + 5])
             sl = self.grid.box(box_lo, box_hi)
             if sl is not None:
                 x, y, z = self.grid.coords(sl)
@@ -768,7 +773,9 @@ class Renderer:
                 bow = 18.0 * sz * tp * (1 - tp) * 4 * 0.6
                 top = zt - 28.0 * (tp - 0.35) ** 2 * 4
                 thick = 4.5 + 5.0 * np.clip((z - (top - 12)) / 12, 0, 1) + 6.0 * np.clip(1 - tp / 0.15, 0, 1)
-                across = nx - bow  # the wing bows postero-laterally (iliac fossa faces antero-medially)
+                # the wing bows postero-laterally (iliac fossa faces antero-medially) and flares out
+                # laterally towards the crest
+                across = nx - bow - 0.35 * np.clip(z - zb, 0, None)
                 dep = np.minimum(np.minimum(thick / 2 - np.abs(across), top - z), z - zb)
                 dep = np.minimum(dep, np.minimum(px + 5.0, length - px))
                 m = (dep > 0) & ~self.c.allowed(sl, [body_label(VertebraLevel.SACRUM)])
@@ -851,20 +858,26 @@ class Renderer:
                         self.c.paint(sl, m, Anatomy.OTHER_SOFT_TISSUE, hu["cartilage"])
 
     def _sternum(self) -> None:
-        s, lm = self.s, self.lm
+        """Manubrium and body of the sternum: a flat plate (elliptic cross-section) behind the
+        anterior chest wall, narrowing caudally."""
+        s, lm, g = self.s, self.lm, self.grid
         top, bot = lm["T2"] + 5.0, lm["T9"]
-        zs = np.linspace(top, bot, 8)
-        pts = []
-        for z in zs:
-            p = self.torso.at(np.array([z]))
-            pts.append([0.0, float(p["yc"][0] - p["b_ant"][0] + p["wall"][0] * 0.5 + 7.0), z])
-        pts = np.array(pts)
-        w = np.linspace(16.0, 11.0, len(pts)) * s.size_factor
-        for off in (-7.0, 0.0, 7.0):
-            pp = pts + np.array([off * s.size_factor, 0, 0])
-            for sl, depth in capsule_chain(self.grid, pp, np.minimum(w * 0.5, 7.0)):
-                m = depth > 0
-                self.c.paint(sl, m, Anatomy.STERNUM, self._bone_value(depth, 0.9))
+        p = self.torso.at(np.array([top, bot]))
+        y_front = p["yc"] - p["b_ant"] + p["wall"] * 0.5 + 7.0
+        box = g.box(np.array([-30.0, float(y_front.min()) - 12.0, bot]), np.array([30.0, float(y_front.max()) + 12.0, top]))
+        if box is None:
+            return
+        x, y, z = g.coords(box)
+        zz = z[:, 0, 0]
+        pz = self.torso.at(zz)
+        yst = (pz["yc"] - pz["b_ant"] + pz["wall"] * 0.5 + 7.0).astype(np.float32)[:, None, None]
+        frac = np.clip((top - zz) / max(top - bot, 1.0), 0.0, 1.0)
+        half_w = ((17.0 - 6.0 * frac) * s.size_factor).astype(np.float32)[:, None, None]
+        half_t = np.float32(5.5 * s.size_factor)
+        rho = np.sqrt((x / half_w) ** 2 + ((y - yst) / half_t) ** 2)
+        depth = (1.0 - rho) * half_t
+        m = depth > 0
+        self.c.paint(box, m, Anatomy.STERNUM, self._bone_value(depth, 0.9))
 
 
 _SPINE_LABELS = [body_label(v) for v in VertebraLevel] + [posterior_label(v) for v in VertebraLevel]
@@ -923,7 +936,8 @@ def _posterior_depth(u, v, w, vg: VertebraGeom, d: dict[str, float]) -> np.ndarr
     tv = vc + d["tp_back"] * np.clip(au - ca, 0, None)
     # lumbar processes are flat plates (thin antero-posteriorly, taller cranio-caudally)
     tp_rv, tp_rw = (2.8, 5.0) if vg.level.region == "lumbar" else (4.0, 4.5)
-    tp = np.minimum(1 - np.sqrt(((v - tv) / tp_rv) ** 2 + ((w - w0) / tp_rw) ** 2), 1.0) * tp_rv
+    taper = 1.0 - 0.35 * np.clip((au - ca) / max(d["tp_tip"] - ca, 1.0), 0.0, 1.0)
+    tp = np.minimum(1 - np.sqrt(((v - tv) / (tp_rv * taper)) ** 2 + ((w - w0) / (tp_rw * taper)) ** 2), 1.0) * tp_rv
     tp = np.minimum(tp, np.minimum(d["tp_tip"] - au, au - ca))
     # articular processes: blobs above and below the pedicle-lamina junction (facet joints)
     fu = ca + 3.0
