@@ -15,6 +15,15 @@ for _level in VertebraLevel:
 assert POSTERIOR_OFFSET + max(VertebraLevel) < DISC_OFFSET
 
 
+#: Slices per lookup chunk: numpy widens index arrays to intp (8 bytes/voxel), so a whole 512^2 x 400
+#: map at once would need a 800 MB temporary.
+_CHUNK_SLICES = 16
+
+
 def level_map(labels: np.ndarray) -> np.ndarray:
     """uint8 map of ``VertebraLevel`` values (body + posterior elements), 0 elsewhere (discs too)."""
-    return _LUT[labels.astype(np.uint16, copy=False)]
+    lab = labels.astype(np.uint16, copy=False)
+    out = np.empty(lab.shape, dtype=np.uint8)
+    for k in range(0, lab.shape[0], _CHUNK_SLICES):
+        out[k : k + _CHUNK_SLICES] = _LUT[lab[k : k + _CHUNK_SLICES]]
+    return out

@@ -13,8 +13,11 @@ Output names (``outputs=``) and the files they give:
 ``mesh``   ``spine.glb``, ``spine.stl`` and ``spine_render.png``
 =========  ==================================================================================
 
-The returned :class:`OutputPaths` maps a key per file to its path, and ``.skipped`` maps each output
-that was asked for but not written to the reason (also logged), e.g. DICOM objects from a NIfTI input.
+The returned :class:`OutputPaths` maps a key per file to its path (keys: ``json``, ``html``, ``pdf``,
+``pdf_dicom``, ``labels_nifti``, ``tissue_nifti``, ``seg``, ``sr``, ``sc_sagittal``, ``sc_axial_L3``,
+``glb``, ``stl``, ``render_png``); ``.skipped`` maps each output that was asked for but not written to
+the reason (also logged), e.g. DICOM objects from a NIfTI input; ``.timings_s``/``.cpu_s`` give the
+wall/CPU seconds per step.
 """
 
 from __future__ import annotations
@@ -143,10 +146,11 @@ def write_outputs(
 
     dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
     images: dict[str, bytes | None] = {"sagittal": None, "axial": None, "chart": None, "render": None}
-    lvl = None
+    lvl = boxes = None
     if wanted & {"html", "pdf", "sc", "mesh"} or (source_datasets is not None and "seg" in wanted):
         with paths.timed("level_map"):
             lvl = level_map(labels)
+            boxes = ndimage.find_objects(lvl)
     if wanted & {"html", "pdf", "sc"}:
         with paths.timed("figures"):
             images["sagittal"] = figures.sagittal_png(ct, lvl, result)
@@ -157,7 +161,6 @@ def write_outputs(
         colors = figures.vertebra_colors(result)
         with paths.timed("mesh"):
             step = max(1, round(RENDER_VOXEL_MM / min(ct.spacing)))
-            boxes = ndimage.find_objects(lvl)
             render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
         with paths.timed("render"):
             by_level = {v.level: v for v in result.vertebrae}
@@ -196,7 +199,7 @@ def write_outputs(
             from osteoscan.report.dicom_common import no_phi_warnings
 
             with no_phi_warnings():
-                _write_dicom(paths, wanted, result, ct, lvl, tissue, outdir, source_datasets, images)
+                _write_dicom(paths, wanted, result, ct, lvl, boxes, tissue, outdir, source_datasets, images)
     log.info(
         "wrote %d outputs to %s (%d skipped) in %.1f s (CPU %.1f s): %s", len(paths), outdir, len(paths.skipped),
         sum(paths.timings_s.values()), sum(paths.cpu_s.values()),
@@ -211,6 +214,7 @@ def _write_dicom(
     result: StudyResult,
     ct: CTVolume,
     lvl: np.ndarray,
+    boxes: list,
     tissue: np.ndarray | None,
     outdir: Path,
     source_datasets: Sequence[pydicom.Dataset],
@@ -232,7 +236,7 @@ def _write_dicom(
     if "seg" in wanted:
         with paths.timed("seg"):
             paths["seg"] = outdir / "seg.dcm"
-            segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets)
+            segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets, boxes)
             seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
     if "sr" in wanted:
         with paths.timed("sr"):

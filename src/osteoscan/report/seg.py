@@ -19,6 +19,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
+from scipy import ndimage
 
 from osteoscan.io import CTVolume, orientation_codes, reorient_array
 from osteoscan.labels import Tissue, VertebraLevel
@@ -51,20 +52,28 @@ def _algorithm(result: StudyResult, family_name: str) -> hd.AlgorithmIdentificat
 
 
 def build_label_volume(
-    lvl: np.ndarray, tissue: np.ndarray | None, slice_index: int | None
+    lvl: np.ndarray,
+    tissue: np.ndarray | None,
+    slice_index: int | None,
+    boxes: list[tuple[slice, ...] | None] | None = None,
 ) -> tuple[np.ndarray, list[VertebraLevel], list[Tissue], int]:
-    """Segment-number map (uint8/uint16): levels cranial to caudal, then tissues on ``slice_index``.
+    """Segment-number map (uint16): levels cranial to caudal, then tissues on ``slice_index``.
 
-    ``lvl`` is the level map (:func:`osteoscan.report.levels.level_map`). Returns the map, the levels,
-    the tissues and the number of tissue pixels given up to vertebrae.
+    ``lvl`` is the level map (:func:`osteoscan.report.levels.level_map`), ``boxes`` its
+    ``scipy.ndimage.find_objects`` (computed when not given): each level is copied within its own
+    bounding box, never with a pass over the whole volume per level. Returns the map, the levels, the
+    tissues and the number of tissue pixels given up to vertebrae.
     """
-    seen = np.zeros(256, dtype=bool)
-    seen[lvl.ravel()] = True
-    present = [VertebraLevel(int(v)) for v in np.flatnonzero(seen) if v > 0]
-    lut = np.zeros(256, dtype=np.uint16)
-    for n, level in enumerate(present, start=1):
-        lut[int(level)] = n
-    seg = lut[lvl]
+    if boxes is None:
+        boxes = ndimage.find_objects(lvl)
+    seg = np.zeros(lvl.shape, dtype=np.uint16)
+    present: list[VertebraLevel] = []
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        present.append(VertebraLevel(value))
+        sub = seg[box]
+        sub[lvl[box] == value] = len(present)
     tissues: list[Tissue] = []
     conflicts = 0
     if tissue is not None and slice_index is not None:
@@ -126,10 +135,12 @@ def write_seg(
     lvl: np.ndarray,
     tissue: np.ndarray | None,
     source_datasets: Sequence[pydicom.Dataset],
+    boxes: list[tuple[slice, ...] | None] | None = None,
 ) -> SegmentInfo:
-    """Write the Segmentation from the level map ``lvl``; returns the segment numbers per level and tissue."""
+    """Write the Segmentation from the level map ``lvl`` (``boxes``: its ``find_objects``, optional);
+    returns the segment numbers per level and tissue."""
     slice_index = result.composition.slice_index if result.composition is not None else None
-    seg, levels, tissues, conflicts = build_label_volume(lvl, tissue, slice_index)
+    seg, levels, tissues, conflicts = build_label_volume(lvl, tissue, slice_index, boxes)
     if conflicts:
         log.warning("%d tissue pixels on slice %s are also vertebra; kept as vertebra in seg.dcm", conflicts,
                     slice_index)
