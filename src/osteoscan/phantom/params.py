@@ -319,7 +319,26 @@ def sample_subject(seed: int, preset: str = "cap", **overrides: Any) -> SubjectP
     from osteoscan.phantom.anatomy import coverage_range  # local import: anatomy imports params
 
     zr = tuple(z_range) if z_range is not None else coverage_range(subject, rng)
-    return dataclasses.replace(subject, z_range_mm=(float(zr[0]), float(zr[1])))
+    subject = dataclasses.replace(subject, z_range_mm=(float(zr[0]), float(zr[1])))
+    if "scanner_pixel_spacing_mm" not in overrides:
+        # the display field of view is chosen to fit the patient (with a margin), sometimes too small
+        # (truncation) and limited to 0.6..1.0 mm pixels
+        width = body_width_mm(subject)
+        margin = float(rng.uniform(1.08, 1.35)) if rng.random() > 0.08 else float(rng.uniform(0.85, 1.0))
+        fov = width * margin + 2.0 * max(abs(c) for c in subject.scanner.fov_center_offset_mm)
+        pix = float(np.clip(fov / subject.scanner.matrix, 0.6, 1.0))
+        subject = dataclasses.replace(subject, scanner=dataclasses.replace(subject.scanner, pixel_spacing_mm=pix))
+    return subject
+
+
+def body_width_mm(s: SubjectParams) -> float:
+    """Largest skin-to-skin left-right width of the trunk within the subject's z coverage."""
+    from osteoscan.phantom.anatomy import build_spine, build_torso
+
+    torso = build_torso(s, build_spine(s))
+    z = np.linspace(s.z_range_mm[0], s.z_range_mm[1], 24) if s.z_range_mm[1] > s.z_range_mm[0] else np.array([s.z_range_mm[0]])
+    p = torso.at(z)
+    return float(np.max(2.0 * (p["a"] + p["sat"] * 1.35 + 2.0)))
 
 
 def _sample_scanner(rng: np.random.Generator, preset: str, bmi: float, ov: dict[str, Any]) -> ScannerParams:

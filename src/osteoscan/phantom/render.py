@@ -572,7 +572,8 @@ class Renderer:
         thr = float(np.quantile(fld, 1.0 - frac))
         bowel = fld > thr
         lumen = fld > thr + 0.35
-        gas = lumen & (wave_field(self.rng, px, py_, pz, 9.0 * sz) > 1.6 - 2.0 * oj["bowel_gas"])
+        # small bowel holds little gas (a few pockets), mostly fluid and chyme
+        gas = lumen & (wave_field(self.rng, px, py_, pz, 9.0 * sz) > 2.3 - 2.0 * oj["bowel_gas"])
         oral = self.rng.random() < 0.15
         vals = np.where(lumen, np.float32(250.0 if oral else hu["fluid"] + 15.0), np.float32(hu["bowel_wall"]))
         vals = np.where(gas, np.float32(-990.0), vals)
