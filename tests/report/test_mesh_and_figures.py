@@ -119,3 +119,33 @@ def test_level_map_keeps_vertebrae_only() -> None:
     labels = np.array([0, int(Anatomy.MUSCLE_OTHER), body_label(VertebraLevel.T9), posterior_label(VertebraLevel.L5),
                        disc_label(VertebraLevel.L1), body_label(VertebraLevel.SACRUM)], dtype=np.uint16)
     assert level_map(labels).tolist() == [0, 0, VertebraLevel.T9, VertebraLevel.L5, 0, VertebraLevel.SACRUM]
+
+
+def test_similar_qc_notes_are_grouped_and_capped(study) -> None:
+    import dataclasses
+
+    warnings_ = tuple(f"dropped a {i}.5 cm3 component at index ({i}.1, 7.0, 3.2)" for i in range(30))
+    warnings_ += ("T11 incomplete", "T12 incomplete")
+    qc = dataclasses.replace(study.result.qc, warnings=warnings_)
+    notes = content.build_content(dataclasses.replace(study.result, qc=qc)).qc_notes
+    assert "dropped a 0.5 cm3 component at index (0.1, 7.0, 3.2) (and 29 similar)" in notes
+    assert "T11 incomplete" in notes and "T12 incomplete" in notes  # level names are not numbers
+    many = tuple(f"warning kind {chr(65 + i)}" for i in range(20))
+    qc = dataclasses.replace(study.result.qc, warnings=many)
+    notes = content.build_content(dataclasses.replace(study.result, qc=qc)).qc_notes
+    assert len(notes) == content.MAX_QC_NOTES and notes[-1].endswith("more notes (qc in result.json).")
+
+
+def test_composition_colour_follows_positive_flags(study) -> None:
+    import dataclasses
+
+    def finding(flags: tuple[str, ...]) -> content.Finding:
+        comp = dataclasses.replace(study.result.composition, flags=flags)
+        c = content.build_content(dataclasses.replace(study.result, composition=comp))
+        return next(f for f in c.findings if f.title.startswith("Body composition"))
+
+    neutral = finding(("no sarcopenia (Prado 2008): SMI 60.0 >= 52.4 cm2/m2 (M)",
+                       "myosteatosis not assessable: BMI unknown"))
+    assert neutral.color == C.COLOR_NORMAL and "myosteatosis not assessable" in neutral.note
+    positive = finding(("sarcopenia (Prado 2008): SMI 32.2 < 38.5 cm2/m2 (F)",))
+    assert positive.color == C.COLOR_OSTEOPENIA and "sarcopenia (Prado 2008)" in positive.text

@@ -7,6 +7,7 @@ with the reason from ``qc.not_reported`` where the pipeline gave one - never a b
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from osteoscan.analysis import constants as _A
@@ -71,6 +72,7 @@ class Finding:
     text: str
     reference: str
     color: str
+    note: str = ""  # secondary statements (negative or not-assessable flags), shown small
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,11 @@ def _fracture_finding(result: StudyResult) -> Finding:
     return Finding("Vertebral fractures", f"none detected (graded {span})", GENANT_REFERENCE, C.COLOR_NORMAL)
 
 
+#: How osteoscan.analysis.composition words a positive finding ("sarcopenia (Prado 2008): SMI ...");
+#: negatives start with "no ", and "... not assessable: ..." says why a flag could not be decided.
+POSITIVE_COMPOSITION_FLAGS: tuple[str, ...] = ("sarcopenia (", "myosteatosis (")
+
+
 def _composition_finding(result: StudyResult) -> Finding:
     comp = result.composition
     ref = (
@@ -162,12 +169,12 @@ def _composition_finding(result: StudyResult) -> Finding:
     )
     if comp.smi_cm2_m2 is not None:
         text += f", SMI {fmt(comp.smi_cm2_m2, CM2_M2)}"
-    color = C.COLOR_NORMAL
-    if comp.flags:
-        text += ". " + "; ".join(comp.flags)
-        if any(not f.lower().startswith("no ") for f in comp.flags):  # the analysis also states negatives
-            color = C.COLOR_OSTEOPENIA
-    return Finding(f"Body composition ({comp.level})", text, ref, color)
+    positive = [f for f in comp.flags if f.startswith(POSITIVE_COMPOSITION_FLAGS)]
+    others = [f for f in comp.flags if f not in positive]
+    if positive:
+        text += ". " + "; ".join(positive)
+    color = C.COLOR_OSTEOPENIA if positive else C.COLOR_NORMAL
+    return Finding(f"Body composition ({comp.level})", text, ref, color, note="; ".join(others))
 
 
 def _heights(v: VertebraResult) -> str:
@@ -257,6 +264,24 @@ def _composition_rows(result: StudyResult) -> tuple[tuple[str, str, str], ...]:
     )
 
 
+#: Longest QC list the report shows; the rest is counted (all of it is in result.json).
+MAX_QC_NOTES = 10
+
+
+def group_similar(notes: list[str]) -> list[str]:
+    """Collapse notes that differ only in their numbers ("dropped a 3.2 cm3 component at ...") into
+    the first one plus a count, so that a noisy case cannot push the report onto extra pages."""
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        # numbers, but not the digits of level names (T12, L1), which must stay distinct
+        groups.setdefault(re.sub(r"(?<![A-Za-z\d.])\d+(\.\d+)?", "#", note), []).append(note)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        out.append(first if len(members) == 1 else f"{first} (and {len(members) - 1} similar)")
+    return out
+
+
 def _qc_notes(result: StudyResult) -> tuple[str, ...]:
     qc = result.qc
     notes = []
@@ -268,10 +293,16 @@ def _qc_notes(result: StudyResult) -> tuple[str, ...]:
         notes.append("L3 not covered: no body composition.")
     notes.extend(qc.warnings)
     notes.extend(f"{key}: {reason}" for key, reason in qc.not_reported.items())
-    if result.summary.contrast_phase:
+    phase = result.summary.contrast_phase
+    if phase and phase not in ("none", "native"):
         notes.append(
-            f"Contrast phase '{result.summary.contrast_phase}': trabecular HU are raised by about 10-20 HU."
+            f"Contrast phase '{phase}': contrast raises trabecular HU by about 10-20 HU"
+            + (" (phase not determined)." if phase == "unknown" else ".")
         )
+    notes = group_similar(notes)
+    if len(notes) > MAX_QC_NOTES:
+        hidden = len(notes) - (MAX_QC_NOTES - 1)
+        notes = notes[: MAX_QC_NOTES - 1] + [f"... and {hidden} more notes (qc in result.json)."]
     return tuple(notes)
 
 

@@ -150,7 +150,8 @@ def _header(info: PatientStudyInfo, result: StudyResult, st: dict[str, Paragraph
 
 def _findings(content: ReportContent, st: dict[str, ParagraphStyle]) -> Table:
     rows = [
-        ["", _p(f.title, st["bold"]), [_p(f.text, st["base"]), _p(f.reference, st["small"])]]
+        ["", _p(f.title, st["bold"]),
+         [_p(f.text, st["base"])] + ([_p(f.note, st["small"])] if f.note else []) + [_p(f.reference, st["small"])]]
         for f in content.findings
     ]
     table = Table(rows, colWidths=[2.5 * mm, 38 * mm, CONTENT_W - 40.5 * mm])
