@@ -150,6 +150,7 @@ def generate_case(
     if z_filter_sigma > 0.1 and hu.shape[0] > 1:
         ndimage.gaussian_filter1d(hu, z_filter_sigma, axis=0, output=hu, mode="nearest", truncate=2.5)
     rng = np.random.default_rng([int(s.seed), 0x5CA7])
+    _add_tissue_texture(hu, labels, grid, rng, float(rng.uniform(0.6, 1.4)))
     # noise grows with the patient's cross-section (attenuation): scale by the torso size per slice
     zs = grid.z
     prof = renderer.torso.at(zs)
@@ -191,6 +192,29 @@ def generate_case(
     truth["generation_seconds"] = round(time.perf_counter() - t0, 3)
     log.debug("phantom seed %d (%s): %s in %.2f s", seed, s.preset, volume.summary(), truth["generation_seconds"])
     return PhantomCase(volume=volume, labels=labels, truth=truth, subject=s)
+
+
+def _add_tissue_texture(hu: np.ndarray, labels: np.ndarray, grid: Grid, rng: np.random.Generator, scale: float) -> None:
+    """Add a smooth per-tissue texture (amplitude by label, :data:`render.TEXTURE_SD_HU`) in place.
+
+    A small bank of 2-D smooth noise images (feature size ~2.5 mm) is drawn once; each slice takes
+    one with random flips, so the cost is one multiply-add per voxel."""
+    from osteoscan.phantom.render import texture_lut
+
+    lut = texture_lut(scale)
+    sig = [max(2.5 / grid.spacing[1], 0.5), max(2.5 / grid.spacing[2], 0.5)]
+    bank = []
+    for _ in range(6):
+        w = rng.standard_normal(hu.shape[1:]).astype(np.float32)
+        t = ndimage.gaussian_filter(w, sig)
+        bank.append(t / (float(t.std()) or 1.0))
+    for k in range(hu.shape[0]):
+        t = bank[int(rng.integers(len(bank)))]
+        if rng.random() < 0.5:
+            t = t[::-1]
+        if rng.random() < 0.5:
+            t = t[:, ::-1]
+        hu[k] += lut[labels[k]] * t
 
 
 def _noise_free(sc):

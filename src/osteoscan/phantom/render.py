@@ -33,6 +33,7 @@ SKIN_MM = 2.0
 CORTEX_BODY_MM = 1.0  # vertebral body cortical shell (issue #3: ~1 mm)
 CORTEX_ENDPLATE_MM = 0.7
 CORTEX_OTHER_MM = 1.0  # posterior elements, ribs, pelvis
+VERTEBRAL_CORTEX_FACTOR = 0.8  # vertebral shell HU relative to solid compact bone
 LABEL_LUT_SIZE = 512  # > every label value (DISC_OFFSET + levels)
 
 
@@ -57,6 +58,25 @@ class Canvas:
         lut = np.zeros(LABEL_LUT_SIZE, bool)
         lut[np.asarray(labels, dtype=np.intp)] = True
         return lut[self.labels[sl]]
+
+
+#: SD (HU) of the smooth per-tissue texture added on top of each label's mean HU (fat septa, organ
+#: parenchyma, lung vessels): randomises what the models must ignore (SynthSeg spirit).
+TEXTURE_SD_HU: dict[int, float] = {
+    Anatomy.SAT: 9.0, Anatomy.VAT: 12.0, Anatomy.IMAT: 10.0, Anatomy.SKIN: 6.0,
+    Anatomy.MUSCLE_RECTUS: 7.0, Anatomy.MUSCLE_OBLIQUES: 7.0, Anatomy.MUSCLE_ERECTOR: 7.0,
+    Anatomy.MUSCLE_QUADRATUS: 7.0, Anatomy.MUSCLE_PSOAS: 7.0, Anatomy.MUSCLE_OTHER: 7.0,
+    Anatomy.LUNG: 45.0, Anatomy.HEART: 5.0, Anatomy.LIVER: 6.0, Anatomy.SPLEEN: 5.0, Anatomy.KIDNEY: 8.0,
+    Anatomy.STOMACH: 10.0, Anatomy.BOWEL: 14.0, Anatomy.BLADDER: 3.0, Anatomy.OTHER_SOFT_TISSUE: 8.0,
+}
+
+
+def texture_lut(scale: float = 1.0) -> np.ndarray:
+    """Per-label texture SD as a lookup table indexed by label value."""
+    lut = np.zeros(LABEL_LUT_SIZE, np.float32)
+    for lab, sd in TEXTURE_SD_HU.items():
+        lut[int(lab)] = sd * scale
+    return lut
 
 
 def hu_table(s: SubjectParams) -> dict[str, float]:
@@ -702,7 +722,8 @@ class Renderer:
         if core.sum() > 10:
             tex = tex - float(tex[core].mean())
         val = trab + tex_sd * tex
-        val = val + f * (self.cortical - val)
+        # vertebral cortex is thin and porous: denser than the core but below compact long-bone cortex
+        val = val + f * (VERTEBRAL_CORTEX_FACTOR * self.cortical - val)
         # basivertebral vein: small hypodense channel at the centre of the posterior wall
         pw = post_wall[body]
         bv = (np.abs(ub[body]) < 2.5) & (vb[body] > pw - 7.0) & (vb[body] < pw - 1.2) & (np.abs(wb[body]) < 2.5)
