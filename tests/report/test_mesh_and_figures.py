@@ -147,5 +147,7 @@ def test_composition_colour_follows_positive_flags(study) -> None:
     neutral = finding(("no sarcopenia (Prado 2008): SMI 60.0 >= 52.4 cm2/m2 (M)",
                        "myosteatosis not assessable: BMI unknown"))
     assert neutral.color == C.COLOR_NORMAL and "myosteatosis not assessable" in neutral.note
+    undecided = finding(("sarcopenia not assessable: SMI unknown", "myosteatosis not assessable: BMI unknown"))
+    assert undecided.color == C.COLOR_NOT_MEASURED
     positive = finding(("sarcopenia (Prado 2008): SMI 32.2 < 38.5 cm2/m2 (F)",))
     assert positive.color == C.COLOR_OSTEOPENIA and "sarcopenia (Prado 2008)" in positive.text

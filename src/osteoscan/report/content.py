@@ -173,7 +173,8 @@ def _composition_finding(result: StudyResult) -> Finding:
     others = [f for f in comp.flags if f not in positive]
     if positive:
         text += ". " + "; ".join(positive)
-    color = C.COLOR_OSTEOPENIA if positive else C.COLOR_NORMAL
+    decided = positive or [f for f in comp.flags if f.startswith("no ")]
+    color = C.COLOR_OSTEOPENIA if positive else C.COLOR_NORMAL if decided else C.COLOR_NOT_MEASURED
     return Finding(f"Body composition ({comp.level})", text, ref, color, note="; ".join(others))
 
 
