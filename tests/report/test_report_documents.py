@@ -102,3 +102,28 @@ def test_mixed_source_series_skips_dicom(study, dicom_series, tmp_path: Path) ->
                           outputs=("html", "seg", "sr"), source_datasets=other + list(dicom_series[3:]))
     assert "html" in paths and "seg" not in paths and "sr" not in paths
     assert "2 different SeriesInstanceUID" in paths.skipped["seg"] and "sr" in paths.skipped
+
+
+def test_imat_from_hu_is_made_explicit(study, tmp_path: Path, caplog) -> None:
+    """A tissue model without an IMAT class: the written map gets the analysis' IMAT (fat-range HU inside
+    muscle), so tissue_L3.nii.gz areas equal result.json's SMA and IMAT."""
+    import dataclasses
+
+    from osteoscan.analysis.composition import composition_at_slice
+    from osteoscan.io.nifti import read_nifti_array
+    from osteoscan.labels import Tissue
+
+    k = study.result.composition.slice_index
+    no_imat = np.where(study.tissue == Tissue.IMAT, Tissue.MUSCLE, study.tissue).astype(np.uint8)
+    ct = study.ct.array.copy()
+    ct[k][(no_imat == Tissue.MUSCLE) & (np.arange(64)[None, :] % 7 == 0)] = -80  # fatty streaks in muscle
+    vol = study.ct.with_array(ct)
+    comp = composition_at_slice(ct[k], no_imat, vol.spacing[1:], slice_index=k)
+    assert comp.imat_cm2 > 0
+    result = dataclasses.replace(study.result, composition=comp)
+    paths = write_outputs(result, vol, study.labels, no_imat, tmp_path, outputs=("nifti",))
+    written, _ = read_nifti_array(paths["tissue_nifti"])
+    px_cm2 = vol.spacing[1] * vol.spacing[2] / 100.0
+    assert float((written[0] == Tissue.IMAT).sum()) * px_cm2 == pytest.approx(comp.imat_cm2)
+    assert float((written[0] == Tissue.MUSCLE).sum()) * px_cm2 == pytest.approx(comp.sma_cm2)
+    assert "differs from the result" not in caplog.text

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from osteoscan.errors import GeometryError, InputError, OsteoscanError
 from osteoscan.io import CTVolume
-from osteoscan.result import StudyResult
+from osteoscan.result import CompositionResult, StudyResult
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,32 @@ def _check_inputs(ct: CTVolume, labels: np.ndarray, tissue: np.ndarray | None, o
         raise GeometryError(
             f"tissue map shape {tissue.shape} differs from the CT's axial slice shape {ct.shape[1:]}"
         )
+
+
+def resolve_imat(ct: CTVolume, tissue: np.ndarray, comp: CompositionResult) -> np.ndarray:
+    """The tissue map the areas were measured on: IMAT pixels made explicit.
+
+    When the tissue model has no IMAT class, ``osteoscan.analysis.composition`` counts IMAT as the
+    fat-range pixels of the muscle compartment and removes them from the muscle area. The same rule
+    (same constants) is applied here, so that tissue_L3.nii.gz, the overlay and the SEG segments add
+    up to the areas in result.json; a remaining difference is logged.
+    """
+    from osteoscan.analysis.constants import FAT_HU_RANGE
+    from osteoscan.labels import Tissue
+
+    out = tissue
+    if not (tissue == Tissue.IMAT).any() and comp.imat_cm2:
+        hu = ct.array[comp.slice_index]
+        fat = (hu >= FAT_HU_RANGE[0]) & (hu <= FAT_HU_RANGE[1])
+        out = tissue.copy()
+        out[(tissue == Tissue.MUSCLE) & fat] = Tissue.IMAT
+    px_cm2 = ct.spacing[1] * ct.spacing[2] / 100.0
+    for t, area in ((Tissue.MUSCLE, comp.sma_cm2), (Tissue.IMAT, comp.imat_cm2), (Tissue.SAT, comp.sat_cm2),
+                    (Tissue.VAT, comp.vat_cm2)):
+        if area is not None and abs(float((out == t).sum()) * px_cm2 - area) > 1.5 * px_cm2:
+            log.warning("tissue map %s area %.1f cm2 differs from the result's %.1f cm2", t.name,
+                        float((out == t).sum()) * px_cm2, area)
+    return out
 
 
 def _slice_affine(ct: CTVolume, k: int) -> np.ndarray:
@@ -126,6 +152,8 @@ def write_outputs(
     if tissue is not None and slice_index is None:
         log.warning("a tissue map was given but result.composition has no slice_index; it is not used")
         tissue = None
+    if tissue is not None and comp is not None:
+        tissue = resolve_imat(ct, tissue, comp)
 
     if "json" in wanted:
         with paths.timed("json"):
