@@ -137,6 +137,11 @@ def capsule_chain(
         if sl is None:
             continue
         x, y, z = grid.coords(sl)
+        # the distance also covers the neighbouring segments, so that boxes overlapping at a joint
+        # compute the same depth there (no seams in the cortical shell)
+        a2, b2 = max(a - 1, 0), min(b + 1, len(pts) - 1)
+        p = pts[a2 : b2 + 1]
+        r = rad[a2 : b2 + 1]
         best = None
         for s in range(len(p) - 1):
             p0, p1 = p[s], p[s + 1]

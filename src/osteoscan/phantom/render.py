@@ -662,6 +662,9 @@ class Renderer:
         posterior elements, evaluated only on the voxels inside each part's local envelope."""
         s, hu = self.s, self.hu
         d = _post_dims(vg)
+        if s.transitional == "sacralised_L5" and vg.level == VertebraLevel.L5:
+            # sacralisation: broad "butterfly" transverse processes reaching down to the sacral alae
+            d.update(tp_tip=d["tp_tip"] * 1.25, tp_rv=7.0, tp_rw=11.0, tp_drop=8.0)
         reach_v = d["vc"] + d["cb"] + d["lam"] + d["sp_len"] + 6.0
         reach_u = max(vg.a, d["tp_tip"]) + 8.0
         reach_w = max(vg.ha, vg.hp) / 2 + 14.0 + d["sp_len"] * d["sp_tilt"]
@@ -958,8 +961,11 @@ def _posterior_depth(u, v, w, vg: VertebraGeom, d: dict[str, float]) -> np.ndarr
     tv = vc + d["tp_back"] * np.clip(au - ca, 0, None)
     # lumbar processes are flat plates (thin antero-posteriorly, taller cranio-caudally)
     tp_rv, tp_rw = (2.8, 5.0) if vg.level.region == "lumbar" else (4.0, 4.5)
-    taper = 1.0 - 0.35 * np.clip((au - ca) / max(d["tp_tip"] - ca, 1.0), 0.0, 1.0)
-    tp = np.minimum(1 - np.sqrt(((v - tv) / (tp_rv * taper)) ** 2 + ((w - w0) / (tp_rw * taper)) ** 2), 1.0) * tp_rv
+    tp_rv, tp_rw = d.get("tp_rv", tp_rv), d.get("tp_rw", tp_rw)
+    lat = np.clip((au - ca) / max(d["tp_tip"] - ca, 1.0), 0.0, 1.0)
+    taper = 1.0 - 0.35 * lat
+    tw = w0 - d.get("tp_drop", 0.0) * lat
+    tp = np.minimum(1 - np.sqrt(((v - tv) / (tp_rv * taper)) ** 2 + ((w - tw) / (tp_rw * taper)) ** 2), 1.0) * tp_rv
     tp = np.minimum(tp, np.minimum(d["tp_tip"] - au, au - ca))
     # articular processes: blobs above and below the pedicle-lamina junction (facet joints)
     fu = ca + 3.0
