@@ -91,7 +91,7 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     logits = sliding_window_inference(
         lambda batch: coarse.infer(batch)["logits"],
         image,
-        patch_size=tuple(spec.patch_size),
+        patch_size=coarse_window(low.shape, tuple(spec.patch_size), spec.size_divisor),
         overlap=0.25,
         size_divisor=spec.size_divisor,
     )
@@ -110,6 +110,23 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
         grid=Grid(low.shape, low.affine),
         notes=tuple(getattr(decoded, "notes", ())),
     )
+
+
+#: A volume up to this many times the training patch (in voxels) is run as one window: the model is
+#: fully convolutional, and one pass avoids both the overlap and the padding of partial windows.
+SINGLE_WINDOW_MAX_RATIO = 2.0
+
+
+def coarse_window(shape: tuple[int, ...], patch: tuple[int, ...], divisor: int) -> tuple[int, ...]:
+    """Window size for the coarse model on a volume of ``shape``.
+
+    Never larger than the (divisor-padded) volume along any axis, so a small scan is not padded up
+    to the training patch; the whole volume in one window when it is not much bigger than a patch.
+    """
+    padded = tuple(-(-n // divisor) * divisor for n in shape)
+    if np.prod(padded, dtype=np.float64) <= SINGLE_WINDOW_MAX_RATIO * np.prod(patch, dtype=np.float64):
+        return padded
+    return tuple(min(p, q) for p, q in zip(patch, padded))
 
 
 def levels_for_fine_model(
