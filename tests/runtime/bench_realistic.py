@@ -58,7 +58,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from osteoscan.runtime import RuntimeConfig
-    from osteoscan.runtime.bench import format_bench_table, format_stream_table, run_model_bench, run_stream_bench
+    from osteoscan.runtime.bench import (
+        format_bench_table,
+        format_stream_table,
+        run_model_bench,
+        run_stream_bench,
+    )
     from osteoscan.runtime.quantize import quantize
     from osteoscan.runtime.verify import smooth_input
 

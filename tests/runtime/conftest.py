@@ -31,7 +31,7 @@ class TinyUNet(nn.Module):
         self.head = conv(width, out_ch, 1)
         self.two_heads = two_heads
 
-    def forward(self, x):  # noqa: D102
+    def forward(self, x):
         e = self.enc(x)
         d = self.dec(torch.cat([e, self.up(self.down(e))], dim=1))
         y = self.head(d)
@@ -66,7 +66,7 @@ def rt_config(tmp_path: Path) -> RuntimeConfig:
 @pytest.fixture
 def tiny3d(tmp_path: Path) -> tuple[Path, Callable[[], nn.Module]]:
     """(ONNX path, factory of the same torch module) of a 3-D 1->3 channel TinyUNet."""
-    factory = lambda: make_net(seed=0)  # noqa: E731
+    factory = lambda: make_net(seed=0)
     return export_onnx(factory(), tmp_path / "tiny3d.onnx", 1, (16, 16, 16)), factory
 
 

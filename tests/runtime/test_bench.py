@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from osteoscan.runtime import ModelSource
-from osteoscan.runtime.bench import format_bench_table, format_stream_table, run_model_bench, run_stream_bench, speedups
+from osteoscan.runtime.bench import (
+    format_bench_table,
+    format_stream_table,
+    run_model_bench,
+    run_stream_bench,
+    speedups,
+)
 
 
 def test_bench_rows_and_table(tiny3d, rt_config):

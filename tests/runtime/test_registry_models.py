@@ -9,7 +9,7 @@ from osteoscan.runtime import create_session
 from osteoscan.runtime.verify import format_verify, verify_model
 
 registry = pytest.importorskip("osteoscan.models.registry")
-from osteoscan.models.spec import sha256_file  # noqa: E402
+from osteoscan.models.spec import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ class _PeakRSS:
             self.peak = max(self.peak, _rss())
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> "_PeakRSS":
+    def __enter__(self) -> _PeakRSS:
         self._thread.start()
         return self
 
@@ -137,11 +137,11 @@ def run_model_bench(
         shape = tuple(int(v) for v in (input_shapes or {}).get(source.name, ()) or default_input_shape(source, batch_size))
         x = rng.random(shape, dtype=np.float32)
         for backend in backends:
-            for device in devices:
+            for dev in devices:
                 for precision in precisions:
                     with tempfile.TemporaryDirectory(prefix="osteoscan-bench-") as tmp:
                         cfg = RuntimeConfig(cache_dir=Path(tmp), model_dir=base.model_dir) if cold_cache else base
-                        job = (source, backend, device, precision, hint, cfg, x, repeats, n_warmup, num_threads)
+                        job = (source, backend, dev, precision, hint, cfg, x, repeats, n_warmup, num_threads)
                         rows.append(_isolated(job) if isolate and _picklable(source) else _bench_one(*job))
                     log.info("bench %s", rows[-1])
     return rows

@@ -62,7 +62,7 @@ def _list(args: argparse.Namespace, config) -> int:
     from osteoscan.errors import ModelError
     from osteoscan.models.registry import MODEL_NAMES, get_spec
     from osteoscan.runtime.devices import inventory
-    from osteoscan.runtime.int8 import Int8Spec, int8_paths
+    from osteoscan.runtime.int8 import Int8Spec
     from osteoscan.runtime.model_source import WEIGHTS_DIR
     from osteoscan.runtime.user_models import list_user_models
 

@@ -46,7 +46,7 @@ class Int8Spec:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Int8Spec":
+    def load(cls, path: Path) -> Int8Spec:
         try:
             data = json.loads(path.read_text())
             return cls(**data)

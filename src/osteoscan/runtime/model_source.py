@@ -85,7 +85,7 @@ class ModelSource:
         name: str | None = None,
         version: str = "unversioned",
         torch_factory: Callable[[], Any] | None = None,
-    ) -> "ModelSource":
+    ) -> ModelSource:
         """A bare ONNX file; ``torch_factory`` (returning an ``nn.Module`` with loaded weights)
         enables the PyTorch back-end for it."""
         p = Path(path)
@@ -104,7 +104,7 @@ class ModelSource:
 
     @classmethod
     def from_ir(cls, xml_path: str | Path, *, name: str | None = None, version: str = "unversioned",
-                native_precision: str | None = None) -> "ModelSource":
+                native_precision: str | None = None) -> ModelSource:
         """An OpenVINO IR (``.xml`` with its ``.bin`` beside it)."""
         xml = Path(xml_path)
         binp = xml.with_suffix(".bin")
@@ -119,7 +119,7 @@ class ModelSource:
         )
 
     @classmethod
-    def from_spec(cls, spec: Any, *, verify_sha256: bool = True) -> "ModelSource":
+    def from_spec(cls, spec: Any, *, verify_sha256: bool = True) -> ModelSource:
         """A ModelSpec of the models registry (duck-typed: name, version, onnx_file, sha256 ...)."""
         name = str(_req(spec, "name"))
         onnx_path = spec_artifact_path(spec, "onnx_file")
@@ -149,7 +149,7 @@ class ModelSource:
             spec=spec,
         )
 
-    def with_spec(self, spec: Any) -> "ModelSource":
+    def with_spec(self, spec: Any) -> ModelSource:
         """Same artifact, with the spec (preprocessing, torch builder) attached."""
         return replace(self, spec=spec)
 
@@ -191,7 +191,7 @@ def onnx_io_names(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises many types for a corrupt file
+    except Exception as exc:
         raise ModelError(f"{path}: not a readable ONNX model ({exc}); re-export it") from exc
     inits = {i.name for i in model.graph.initializer}
     ins = tuple(i.name for i in model.graph.input if i.name not in inits)

@@ -139,7 +139,7 @@ class OnnxRuntimeSession(InferenceSession):
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad models
+        except Exception as exc:
             raise ModelError(f"onnxruntime could not load {path}: {exc}") from exc
         active = self._sess.get_providers()
         if dev.startswith("cuda") and not any(p in active for p in (ORT_CUDA, ORT_TRT)):

@@ -43,7 +43,7 @@ class DevicePool:
         self.last_stats: PoolStats | None = None
 
     @classmethod
-    def from_devices(cls, model: Any, devices: Sequence[str], **session_kwargs: Any) -> "DevicePool":
+    def from_devices(cls, model: Any, devices: Sequence[str], **session_kwargs: Any) -> DevicePool:
         """One session per device (``create_session(model, device=d, **session_kwargs)``)."""
         from osteoscan.runtime.api import create_session
 

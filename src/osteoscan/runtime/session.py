@@ -77,7 +77,7 @@ class InferenceSession(ABC):
             grouped[owner].append(out)
         return [_concat(parts) for parts in grouped]
 
-    def __enter__(self) -> "InferenceSession":
+    def __enter__(self) -> InferenceSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

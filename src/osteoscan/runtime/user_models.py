@@ -199,9 +199,9 @@ def import_model(path: str | Path, name: str, spec_path: str | Path, *, config: 
 
 
 def _ov_run(model_or_path: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from osteoscan.runtime.openvino_backend import get_core
-
     import openvino as ov
+
+    from osteoscan.runtime.openvino_backend import get_core
 
     core = get_core()
     model = core.read_model(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
