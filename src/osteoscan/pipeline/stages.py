@@ -112,21 +112,25 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     )
 
 
-#: A volume up to this many times the training patch (in voxels) is run as one window: the model is
-#: fully convolutional, and one pass avoids both the overlap and the padding of partial windows.
-SINGLE_WINDOW_MAX_RATIO = 2.0
+#: Largest volume (voxels, after padding) the coarse model runs on in one window. The model is fully
+#: convolutional: one pass over the whole scan avoids the overlap and the padding of partial
+#: windows (a 3 mm chest-abdomen-pelvis CT is ~8 M voxels; activations then take ~1-2 GB).
+MAX_SINGLE_WINDOW_VOXELS = 12_000_000
 
 
 def coarse_window(shape: tuple[int, ...], patch: tuple[int, ...], divisor: int) -> tuple[int, ...]:
     """Window size for the coarse model on a volume of ``shape``.
 
-    Never larger than the (divisor-padded) volume along any axis, so a small scan is not padded up
-    to the training patch; the whole volume in one window when it is not much bigger than a patch.
+    The whole (divisor-padded) volume when it fits ``MAX_SINGLE_WINDOW_VOXELS``; otherwise windows
+    spanning the whole axial plane, tiled along z only (in-plane tiling of a 3 mm scan would cost
+    four windows for a field of view a few voxels wider than the training patch).
     """
     padded = tuple(-(-n // divisor) * divisor for n in shape)
-    if np.prod(padded, dtype=np.float64) <= SINGLE_WINDOW_MAX_RATIO * np.prod(patch, dtype=np.float64):
+    if np.prod(padded, dtype=np.float64) <= MAX_SINGLE_WINDOW_VOXELS:
         return padded
-    return tuple(min(p, q) for p, q in zip(patch, padded))
+    plane = padded[1] * padded[2]
+    z = max(divisor, min(padded[0], (MAX_SINGLE_WINDOW_VOXELS // plane) // divisor * divisor, patch[0] * 2))
+    return (z, *padded[1:])
 
 
 def levels_for_fine_model(
