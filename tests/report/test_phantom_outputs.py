@@ -8,8 +8,6 @@ agree with that truth: segments per level and tissue, tissue areas, SR values.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import highdicom as hd
 import numpy as np
 import pytest
@@ -74,7 +72,7 @@ def phantom(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_seg_matches_phantom_truth(phantom) -> None:
-    case, series, labels, tissue, result, paths = phantom
+    case, series, labels, _tissue, _result, paths = phantom
     seg = hd.seg.segread(paths["seg"])
     lvl = level_map(labels)
     levels = [VertebraLevel(int(v)) for v in np.unique(lvl) if v]
@@ -95,7 +93,7 @@ def test_seg_matches_phantom_truth(phantom) -> None:
 
 
 def test_sr_matches_phantom_truth(phantom) -> None:
-    case, _, _, _, result, paths = phantom
+    case, _, _, _, _result, paths = phantom
     sr = hd.sr.srread(paths["sr"])
     groups = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
     truth = {v["level"]: v for v in case.truth["vertebrae"] if v["in_view"] and v["complete"]}
