@@ -177,7 +177,7 @@ def generate_case(
         manufacturer=f"osteoscan phantom ({sc.manufacturer} style)",
         kvp=sc.kvp,
         convolution_kernel=sc.kernel_name,
-        slice_thickness_mm=sc.slice_thickness_mm,
+        slice_thickness_mm=round(float(thk), 4),  # effective: at least the grid's z spacing
         contrast_agent=None if sc.contrast_phase == "none" else "IOHEXOL",
         series_description=f"phantom {s.preset} seed {s.seed}",
         patient_id=f"PHANTOM{s.seed:06d}",

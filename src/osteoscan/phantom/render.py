@@ -152,6 +152,7 @@ class Renderer:
     def render(self) -> Canvas:
         self._table()
         self._torso()
+        self._breasts()
         self._thorax_organs()
         self._abdominal_organs()
         self._vessels()
@@ -353,6 +354,25 @@ class Renderer:
 
     def _cavity(self) -> list[int]:
         return [Anatomy.VAT]
+
+    def _breasts(self) -> None:
+        """Female breasts: skin-covered fatty ellipsoids with a glandular core on the anterior chest,
+        larger with BMI (they widen the body outline of chest scans)."""
+        s, lm, hu = self.s, self.lm, self.hu
+        if s.sex != "F":
+            return
+        zc = 0.5 * (lm["T5"] + lm["T6"])
+        p = self.torso.at(np.array([zc]))
+        size = float(np.clip(0.55 + 0.035 * (s.bmi - 20.0), 0.45, 1.4)) * s.size_factor
+        semi = np.array([52.0, 36.0, 46.0]) * size
+        y_front = float(p["yc"][0] - p["b_ant"][0] - p["sat"][0] * 0.6)
+        frame = rotation("x", 15.0)
+        for side in (-1, 1):
+            c = np.array([side * float(p["a"][0]) * 0.42, y_front + semi[1] * 0.45, zc - 10.0])
+            self._ellipsoid(c, frame, semi, Anatomy.SAT, hu["fat"], where=[Anatomy.BACKGROUND, Anatomy.SKIN])
+            self._ellipsoid(c, frame, semi + SKIN_MM, Anatomy.SKIN, hu["skin"], where=[Anatomy.BACKGROUND])
+            self._ellipsoid(c + np.array([0.0, -5.0, 0.0]), frame, semi * 0.45, Anatomy.OTHER_SOFT_TISSUE,
+                            hu["soft"] * 0.6 + hu["fat"] * 0.4, where=[Anatomy.SAT])
 
     def _thorax_organs(self) -> None:
         s, lm, hu, oj = self.s, self.lm, self.hu, self.s.organ_jitter

@@ -13,6 +13,7 @@ from pathlib import Path
 from osteoscan.errors import InputError
 from osteoscan.labels import Anatomy, VertebraLevel, body_label, disc_label, posterior_label
 from osteoscan.phantom.generate import PhantomCase
+from osteoscan.phantom.params import PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def save_case(case: PhantomCase, outdir: str | Path, fmt: str = "both") -> list[
             vol,
             out / "ct",
             series_description=f"osteoscan phantom {t['preset']} seed {t['seed']}",
-            study_description="CT chest abdomen pelvis (synthetic phantom)",
+            study_description=f"CT {PRESETS[t['preset']].split(':')[0]} (synthetic phantom)",
             manufacturer=vol.provenance.manufacturer,
             manufacturer_model=f"osteoscan-phantom {t['generator_version']}",
         )
