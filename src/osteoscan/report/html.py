@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import jinja2
 
 from osteoscan.report import constants as C
-from osteoscan.report.content import ReportContent
+from osteoscan.report.content import LEVEL_TABLE_NOTE, ReportContent
 from osteoscan.report.identity import PatientStudyInfo
 from osteoscan.result import StudyResult
 
@@ -37,4 +37,5 @@ def render_html(
         images=encoded,
         intended_use=C.INTENDED_USE,
         intended_use_short=C.INTENDED_USE_SHORT,
+        level_table_note=LEVEL_TABLE_NOTE,
     )
