@@ -127,3 +127,11 @@ def test_imat_from_hu_is_made_explicit(study, tmp_path: Path, caplog) -> None:
     assert float((written[0] == Tissue.IMAT).sum()) * px_cm2 == pytest.approx(comp.imat_cm2)
     assert float((written[0] == Tissue.MUSCLE).sum()) * px_cm2 == pytest.approx(comp.sma_cm2)
     assert "differs from the result" not in caplog.text
+
+
+def test_nothing_segmented(study, result_without_composition, dicom_series, tmp_path: Path) -> None:
+    """An empty label map (no spine found) still gives a report and an SR; SEG and meshes say why not."""
+    empty = np.zeros_like(study.labels)
+    paths = write_outputs(result_without_composition, study.ct, empty, None, tmp_path, source_datasets=dicom_series)
+    assert {"pdf", "html", "sr", "pdf_dicom", "sc_sagittal"} <= set(paths)
+    assert "nothing segmented" in paths.skipped["seg"] and "no vertebra" in paths.skipped["mesh"]

@@ -286,7 +286,9 @@ def _write_dicom(
         return
     source_datasets = unique_instances(source_datasets)
     seg_ds = segments = None
-    if "seg" in wanted:
+    if "seg" in wanted and not any(b is not None for b in boxes) and tissue is None:
+        paths.skip("seg", "nothing segmented: no vertebra in the label map and no tissue map")
+    elif "seg" in wanted:
         with paths.timed("seg"):
             paths["seg"] = outdir / "seg.dcm"
             segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets, boxes)
