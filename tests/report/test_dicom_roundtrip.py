@@ -161,6 +161,14 @@ def test_encapsulated_pdf_and_secondary_captures(dicom_outputs, dicom_series) ->
     assert len(sc_series) == 1
 
 
+def test_every_dicom_object_carries_the_intended_use(dicom_outputs) -> None:
+    paths, _ = dicom_outputs
+    for key in ("seg", "sr", "pdf_dicom", "sc_sagittal", "sc_axial_L3"):
+        ds = pydicom.dcmread(paths[key], stop_before_pixels=True)
+        assert "research/screening aid" in ds.SeriesDescription, key
+        assert ds.SeriesNumber >= 9000 and ds.Manufacturer == "osteoscan project", key
+
+
 def test_no_phi_in_logs(study, dicom_series, tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
         write_outputs(study.result, study.ct, study.labels, study.tissue, tmp_path, outputs=("pdf", "seg", "sr", "sc"),

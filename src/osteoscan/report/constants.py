@@ -60,3 +60,6 @@ INTENDED_USE: Final[str] = (
     "phantom. Results must be reviewed by a qualified physician before any clinical decision."
 )
 INTENDED_USE_SHORT: Final[str] = "Research / screening aid - not for diagnosis"
+#: Fits DICOM LO (64 characters), for descriptions and titles of the DICOM objects.
+INTENDED_USE_LO: Final[str] = "osteoscan: research/screening aid, not for diagnosis"
+assert len(INTENDED_USE_LO) <= 64

@@ -65,7 +65,7 @@ def write_encapsulated_pdf(path: Path, pdf_path: Path, source_datasets: Sequence
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = hd.UID()
     ds.SeriesNumber = D.SERIES_NUMBER_PDF
-    ds.SeriesDescription = "osteoscan report (PDF)"
+    ds.SeriesDescription = "osteoscan report PDF (research/screening aid)"
     ds.Manufacturer = D.MANUFACTURER
     ds.ManufacturerModelName = D.MODEL_NAME
     ds.SoftwareVersions = D.SOFTWARE_VERSION
@@ -75,7 +75,7 @@ def write_encapsulated_pdf(path: Path, pdf_path: Path, source_datasets: Sequence
     ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation = "YES"  # the document shows patient identity
-    ds.DocumentTitle = f"osteoscan screening report ({C.INTENDED_USE_SHORT})"[:64]
+    ds.DocumentTitle = "osteoscan screening report (research/screening aid)"
     ds.ConceptNameCodeSequence = DicomSequence()
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     refs = []
@@ -120,7 +120,7 @@ def write_secondary_captures(
             manufacturer=D.MANUFACTURER,
             patient_orientation=orientation,
             transfer_syntax_uid=ExplicitVRLittleEndian,
-            series_description="osteoscan key images",
+            series_description="osteoscan key images (research/screening aid)",
         )
         sc.BurnedInAnnotation = "YES"
         # Laterality (type 2C) is required for paired body parts only; naming the unpaired part says so.

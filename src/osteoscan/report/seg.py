@@ -200,9 +200,9 @@ def write_seg(
         manufacturer_model_name=D.MODEL_NAME,
         software_versions=D.SOFTWARE_VERSION,
         device_serial_number=D.DEVICE_SERIAL,
-        content_description=f"Vertebrae and body composition. {C.INTENDED_USE_SHORT}"[:64],
+        content_description=C.INTENDED_USE_LO,
         content_label="OSTEOSCAN",
-        series_description="osteoscan segmentation",
+        series_description="osteoscan segmentation (research/screening aid)",
     )
     obj.save_as(path)
     return SegmentInfo(

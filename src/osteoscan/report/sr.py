@@ -179,7 +179,7 @@ def write_sr(
         is_complete=True,
         is_final=False,  # automated, not verified by a physician
         is_verified=False,
-        series_description="osteoscan measurements",
+        series_description="osteoscan measurements (research/screening aid)",
     )
     sr.CodingSchemeIdentificationSequence = DicomSequence([K.coding_scheme_identification()])
     sr.save_as(path)
