@@ -91,6 +91,11 @@ def test_bad_inputs_are_rejected(study, tmp_path: Path) -> None:
         write_outputs(study.result, study.ct, study.labels[1:], None, tmp_path)
     with pytest.raises(GeometryError, match="tissue map shape"):
         write_outputs(study.result, study.ct, study.labels, study.tissue[1:], tmp_path)
+    import dataclasses
+
+    bad = dataclasses.replace(study.result, composition=dataclasses.replace(study.result.composition, slice_index=40))
+    with pytest.raises(GeometryError, match="slice_index 40 is outside"):
+        write_outputs(bad, study.ct, study.labels, study.tissue, tmp_path)
 
 
 def test_mixed_source_series_skips_dicom(study, dicom_series, tmp_path: Path) -> None:

@@ -145,6 +145,11 @@ def write_outputs(
     paths = OutputPaths()
     comp = result.composition
     slice_index = comp.slice_index if comp is not None else None
+    if slice_index is not None and not 0 <= slice_index < ct.shape[0]:
+        raise GeometryError(
+            f"result.composition.slice_index {slice_index} is outside the CT's {ct.shape[0]} slices; it must index "
+            "axis 0 of the canonical volume given here"
+        )
     if tissue is not None and slice_index is None:
         log.warning("a tissue map was given but result.composition has no slice_index; it is not used")
         tissue = None
