@@ -12,7 +12,6 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 from xml.sax.saxutils import escape
-from xml.sax.saxutils import escape
 
 import matplotlib
 from reportlab import rl_config
