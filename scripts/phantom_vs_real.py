@@ -20,10 +20,8 @@ import numpy as np
 
 from osteoscan.io import read_nifti, read_nifti_array, reorient_array, to_canonical
 from osteoscan.labels import (
-    BODY_OFFSET,
     DISC_OFFSET,
     MUSCLE_LABELS,
-    POSTERIOR_OFFSET,
     Anatomy,
     VertebraLevel,
     body_label,
@@ -157,7 +155,7 @@ def write_table(md: Path, table: str, seed: int) -> None:
              f"(made by `scripts/phantom_vs_real.py`):\n\n{table}\n<!-- /hu-table -->")
     text = md.read_text() if md.exists() else ""
     if "<!-- hu-table -->" in text:
-        text = re.sub(r"<!-- hu-table -->.*?<!-- /hu-table -->", lambda _: block, text, flags=re.S)
+        text = re.sub(r"<!-- hu-table -->.*?<!-- /hu-table -->", lambda _: block, text, flags=re.DOTALL)
     else:
         text = text + "\n\n" + block + "\n"
     md.write_text(text)

@@ -157,6 +157,8 @@ def test_l3_tissue_truth_matches_labels():
     img = case.volume.array[t["slice_index"]]
     for name, cls in (("muscle", 1), ("sat", 2), ("vat", 3), ("imat", 4)):
         assert t[f"{name}_area_cm2"] == pytest.approx((tm == cls).sum() * px, abs=1e-3)
+        if (tm == cls).any():
+            assert t[f"{name}_mean_hu"] == pytest.approx(float(img[tm == cls].mean()), abs=0.01)
     assert 50 < t["muscle_area_cm2"] < 350
     assert t["sat_mean_hu"] < -40 and t["muscle_mean_hu"] > 0
 
@@ -206,11 +208,11 @@ def test_physics_relations():
 
 
 def test_kvp_and_contrast_change_hu():
-    base = dict(scanner_circle_padding=None, scanner_hu_offset=0.0, scanner_hu_gain=1.0, bmd_mg_cm3=150.0)
+    base = {"scanner_circle_padding": None, "scanner_hu_offset": 0.0, "scanner_hu_gain": 1.0, "bmd_mg_cm3": 150.0}
     out = {}
-    for key, kw in {"120": dict(scanner_kvp=120.0, scanner_contrast_phase="none"),
-                    "80": dict(scanner_kvp=80.0, scanner_contrast_phase="none"),
-                    "pv": dict(scanner_kvp=120.0, scanner_contrast_phase="portal_venous")}.items():
+    for key, kw in {"120": {"scanner_kvp": 120.0, "scanner_contrast_phase": "none"},
+                    "80": {"scanner_kvp": 80.0, "scanner_contrast_phase": "none"},
+                    "pv": {"scanner_kvp": 120.0, "scanner_contrast_phase": "portal_venous"}}.items():
         s = sample_subject(41, "l3_slice", **base, **kw)
         case = generate_case(41, "l3_slice", subject=s, noise=False)
         aorta = case.volume.array[case.labels == 29]

@@ -350,7 +350,7 @@ def build_torso(s: SubjectParams, spine: Spine) -> TorsoProfile:
     wall = np.where(z < lm["T11"], 12.0, 16.0) * s.muscle_factor * r[:, 6]
     # place the back: fat-free posterior surface behind the vertebral body centre by the spine's
     # posterior elements + back muscles (lumbar deeper), then the centre
-    cx, cy = spine.center_at(z)
+    _, cy = spine.center_at(z)
     back = np.interp(z, [lm["S1_top"] - 60, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"] + 60],
                      [96.0, 88.0, 80.0, 72.0, 60.0]) * sz * (0.8 + 0.2 * s.muscle_factor)
     yc = cy + back - b_post

@@ -282,7 +282,7 @@ def sample_subject(seed: int, preset: str = "cap", **overrides: Any) -> SubjectP
          rng.normal(0, 12), rng.uniform(0.05, 0.8), rng.uniform(0.0, 0.4), rng.normal(0, 6)))}
     organ_jitter["bowel_seed"] = float(rng.integers(0, 2**31))
 
-    params = dict(
+    params: dict[str, Any] = dict(  # noqa: C408 - keyword form mirrors the dataclass fields
         seed=int(seed),
         preset=preset,
         sex=sex,

@@ -298,7 +298,14 @@ class Renderer:
             if zmax > lm["iliac_crest"] and zmin < lm["L2"]:
                 abdo = in_wall & ~chest & (Z >= lm["iliac_crest"])
                 L[abdo & front & (ax_ > 3.0)] = Anatomy.MUSCLE_RECTUS
-                L[abdo & ~front & (cy <= 0.55) & (ax_ >= 3.0)] = Anatomy.MUSCLE_OBLIQUES
+                obl = abdo & ~front & (cy <= 0.55) & (ax_ >= 3.0)
+                L[obl] = Anatomy.MUSCLE_OBLIQUES
+                # thin fat planes between external oblique, internal oblique and transversus (IMAT)
+                wall_t = wall * (f32(1.0) + f32(0.5) * cx2 + f32(1.6) * np.maximum(cy, f32(0)) ** 2)
+                rel = depth / wall_t
+                plane_w = f32(0.5) / wall_t * f32(self.s.myosteatosis * 1.5 + 0.5)
+                planes = (np.abs(rel - f32(0.38)) < plane_w) | (np.abs(rel - f32(0.7)) < plane_w)
+                L[obl & planes & (cx2 > f32(0.45))] = Anatomy.IMAT
                 L[abdo & (cy > 0.55)] = Anatomy.MUSCLE_OTHER
                 L[abdo & (ax_ < 3.0) & (cy < 0)] = Anatomy.OTHER_SOFT_TISSUE
             if zmin < lm["iliac_crest"]:
@@ -584,7 +591,7 @@ class Renderer:
             m = (depth > 0) & self.c.allowed(sl, where + [Anatomy.BOWEL, Anatomy.BOWEL_GAS])
             if not m.any():
                 continue
-            x, y, z = g.coords(sl)
+            _, y, _ = g.coords(sl)
             wall = m & (depth <= 3.0) & self.c.allowed(sl, where)
             lumen = m & (depth > 3.0)
             self.c.paint(sl, wall, Anatomy.BOWEL, hu["bowel_wall"])
@@ -755,7 +762,7 @@ class Renderer:
         hu_view[kk, jj, ii] = val
 
     def _sacrum(self) -> None:
-        s, hu = self.s, self.hu
+        s = self.s
         sc = self.spine.sacrum
         lab = body_label(VertebraLevel.SACRUM)
         bmd = s.vertebrae[-1].bmd_mg_cm3 * 0.85
@@ -883,7 +890,7 @@ class Renderer:
                     bb = b_post if np.cos(ps) > 0 else b_ant
                     xx = side * a_in * scale * np.sin(ps) * (1.0 - 0.05 * np.cos(ps))
                     yy = yc + bb * np.cos(ps) * (0.92 if np.cos(ps) > 0 else 1.0)
-                    zz = zc - drop * frac**1.2
+                    zz = zc - drop * frac**0.95
                     pts.append(np.array([xx, yy, zz]))
                 pts = np.array(pts)
                 radii = np.full(len(pts), rad)
