@@ -143,12 +143,11 @@ class DicomNode:
     def assemble_quiet(self, now: float | None = None) -> list[Job]:
         """Queue every series that received nothing for the quiet period; returns the new jobs."""
         now = time.monotonic() if now is None else now
-        with self._lock:
+        with self._lock:  # held briefly: C-STORE handlers of other series must not wait for the checks below
             ready = [(uid, p) for uid, p in self._pending.items() if now - p.last_seen >= self.config.quiet_period_s]
-            jobs = []
-            for uid, p in ready:
+            for uid, _ in ready:
                 del self._pending[uid]
-                jobs.append(self._queue_series(uid, p))
+        jobs = [self._queue_series(uid, p) for uid, p in ready]
         return [j for j in jobs if j is not None]
 
     def _queue_series(self, series_uid: str, p: _Pending) -> Job | None:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 CT_SOP_CLASSES: frozenset[str] = frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"})
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ZIP_MAGIC = b"PK\x03\x04"
+#: The only header elements intake needs (parsing just these keeps a busy box responsive).
+_INTAKE_TAGS = ["SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+                "SeriesDescription"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def describe_dicom(files: list[Path]) -> IntakeInfo:
     n_dicom = 0
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_INTAKE_TAGS)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             skipped.append(f"{f.name} ({type(exc).__name__})")
             continue
