@@ -2,7 +2,9 @@
 
 torch is imported only when this back-end is used (the edge install has no torch). The module
 comes from, in order: the ModelSource's ``torch_factory``, its TorchScript file, or the models
-registry (``osteoscan.models.registry.load_torch_model(spec)``: architecture + state dict).
+registry: ``build_torch_model(spec)`` with the weights of the spec's sha256-verified ONNX file, so
+all back-ends run identical numbers (falling back to ``load_torch_model(spec)``, the ``.pt``
+training state, when the ONNX initialisers do not map one to one onto the state dict).
 """
 
 from __future__ import annotations
@@ -59,24 +61,60 @@ def resolve_torch_precision(precision: str, device_type: str) -> str:
     return precision
 
 
-def build_module(source: ModelSource) -> Any:
-    """The ``nn.Module`` for a source (see module docstring for the order)."""
+def build_module(source: ModelSource) -> tuple[Any, str]:
+    """The ``nn.Module`` for a source and where its weights came from ("factory", "torchscript",
+    "onnx" or "pt"); see the module docstring for the order."""
     import torch
 
     if source.torch_factory is not None:
-        return source.torch_factory()
+        return source.torch_factory(), "factory"
     if source.torchscript_path is not None:
-        return torch.jit.load(str(source.torchscript_path), map_location="cpu")
+        return torch.jit.load(str(source.torchscript_path), map_location="cpu"), "torchscript"
     if source.spec is not None:
         try:
-            from osteoscan.models.registry import load_torch_model
+            from osteoscan.models.registry import build_torch_model, load_torch_model
         except ImportError as exc:
             raise BackendError(f"torch: the models registry is unavailable ({exc}); cannot build {source.label}") from exc
-        return load_torch_model(source.spec)
+        module = _module_with_onnx_weights(source, build_torch_model) if source.onnx_path is not None else None
+        return (module, "onnx") if module is not None else (load_torch_model(source.spec), "pt")
     raise unsupported(
         "torch", f"model {source.label} without a spec, TorchScript file or torch_factory",
         "backend='openvino' or 'onnxruntime' for a bare ONNX file",
     )
+
+
+def _module_with_onnx_weights(source: ModelSource, build: Any) -> Any | None:
+    """The registry's architecture with the weights of the sha256-verified ONNX file.
+
+    The ONNX is the distribution artifact every other back-end runs; taking the torch weights from
+    it (instead of the ``.pt`` training state, which the models package stores in fp16) makes all
+    back-ends run the same numbers. Returns None (caller falls back to the ``.pt``) when the ONNX
+    initialisers do not cover the module's state dict one to one (e.g. folded batch norms).
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    module = build(source.spec)
+    state = module.state_dict()
+    graph = onnx.load(str(source.onnx_path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    # batch-norm step counters are not used in eval mode and never exported
+    needed = {k for k in state if not k.endswith("num_batches_tracked")}
+    if not needed <= set(inits):
+        log.info("torch: %s ONNX initialisers do not cover the state dict; loading the .pt weights", source.label)
+        return None
+    new_state = dict(state)
+    for key in needed:
+        ref = state[key]
+        arr = numpy_helper.to_array(inits[key])
+        if tuple(arr.shape) != tuple(ref.shape):
+            log.info("torch: %s ONNX initialiser %s has shape %s, module %s; loading the .pt weights",
+                     source.label, key, arr.shape, tuple(ref.shape))
+            return None
+        new_state[key] = torch.from_numpy(arr.copy()).to(ref.dtype)
+    module.load_state_dict(new_state)
+    return module.eval()
 
 
 class TorchSession(InferenceSession):
@@ -102,7 +140,8 @@ class TorchSession(InferenceSession):
         prec = resolve_torch_precision(precision, self._device.type)
         if num_threads:
             torch.set_num_threads(int(num_threads))  # process-wide: torch has no per-module setting
-        module = build_module(source).eval().to(self._device)
+        module, self.weights_source = build_module(source)
+        module = module.eval().to(self._device)
         if torch_compile:
             module = torch.compile(module)
         self._module = module
@@ -115,7 +154,8 @@ class TorchSession(InferenceSession):
         rank = 2 + len(patch) if patch else None
         self.input_ranks = {n: rank for n in self.input_names}
         self.batch_size = int(max_batch or DEFAULT_BATCH.get(self._device.type, 4))
-        reason_text = "; ".join(s for s in (reason, note, "torch.compile" if torch_compile else "") if s)
+        reason_text = "; ".join(s for s in (reason, note, f"weights from {self.weights_source}",
+                                            "torch.compile" if torch_compile else "") if s)
         self.info = SessionInfo(
             backend="torch",
             device=str(self._device),
