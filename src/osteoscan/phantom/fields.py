@@ -1,48 +1,9 @@
-"""Smooth random fields (textures, bowel loops, fat infiltration) on a box of a grid, numpy/scipy only."""
+"""Random fields (trabecular texture, bowel loops, fat infiltration), numpy/scipy only."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-
-
-def smooth_noise(
-    rng: np.random.Generator,
-    shape: tuple[int, ...],
-    spacing: tuple[float, ...],
-    scale_mm: float,
-) -> np.ndarray:
-    """Zero-mean, unit-SD smooth noise with feature size ``scale_mm``, float32, of ``shape``.
-
-    Drawn on a coarse lattice (one sample per ``scale_mm``) and interpolated linearly: cost is one
-    pass over the output, independent of the feature size.
-    """
-    coarse_shape = tuple(max(2, int(np.ceil(n * s / scale_mm)) + 2) for n, s in zip(shape, spacing))
-    out = rng.standard_normal(coarse_shape).astype(np.float32)
-    # separable linear interpolation, smallest axes first so that the big passes come last
-    for ax in np.argsort([n / c for n, c in zip(shape, coarse_shape)]):
-        out = _lerp_axis(out, int(ax), shape[ax])
-    # lattice noise has SD ~ 1 at lattice points and less in between: normalise on a subsample
-    sub = out[tuple(slice(None, None, max(1, n // 16)) for n in out.shape)]
-    sd = float(sub.std()) or 1.0
-    out -= float(sub.mean())
-    out *= np.float32(1.0 / sd)
-    return out
-
-
-def _lerp_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
-    """Resample axis ``axis`` of ``a`` to ``n_out`` samples spanning the same extent (linear)."""
-    n_in = a.shape[axis]
-    pos = np.linspace(0.0, n_in - 1.0, n_out, dtype=np.float64)
-    i0 = np.minimum(pos.astype(np.intp), n_in - 2)
-    w = (pos - i0).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = n_out
-    w = w.reshape(shape)
-    lo = np.take(a, i0, axis=axis)
-    hi = np.take(a, i0 + 1, axis=axis)
-    lo += w * (hi - lo)
-    return lo
 
 
 def white_texture(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:

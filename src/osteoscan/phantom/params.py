@@ -9,7 +9,7 @@ the same seed, so a case is a pure function of (seed, preset, grid).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,6 @@ class SubjectParams:
     z_range_mm: tuple[float, float]  # anatomy-frame z coverage [low, high]
     scanner: ScannerParams
     generator_version: str = GENERATOR_VERSION
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

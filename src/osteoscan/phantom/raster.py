@@ -99,12 +99,6 @@ def local_coords(
     return u, v, w
 
 
-def frame_box(center: np.ndarray, frame: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Anatomy-frame axis-aligned bounds of a local box ``|u|<=half[0]`` etc."""
-    ext = np.abs(frame) @ np.asarray(half, dtype=np.float64)
-    return center - ext, center + ext
-
-
 def capsule_chain(
     grid: Grid,
     points: np.ndarray,

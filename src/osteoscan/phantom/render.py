@@ -177,11 +177,6 @@ class Renderer:
         bs = np.array([v.b for v in self.spine.vertebrae])[::-1]
         return np.interp(z, zs, bs)
 
-    def _spine_halfwidth(self, z: np.ndarray) -> np.ndarray:
-        zs = np.array([v.center[2] for v in self.spine.vertebrae])[::-1]
-        a = np.array([v.a for v in self.spine.vertebrae])[::-1]
-        return np.interp(z, zs, a)
-
     def _table(self) -> None:
         if not self.s.scanner.table:
             return
@@ -358,9 +353,6 @@ class Renderer:
             m &= self.c.allowed(sl, where)
         self.c.paint(sl, m, label, value)
         return sl, d, m
-
-    def _cavity(self) -> list[int]:
-        return [Anatomy.VAT]
 
     def _breasts(self) -> None:
         """Female breasts: skin-covered fatty ellipsoids with a glandular core on the anterior chest,
