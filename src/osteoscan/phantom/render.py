@@ -253,10 +253,10 @@ class Renderer:
             sat_t = col(p["sat"]) * (f32(1.0) + f32(0.35) * cx2 + f32(0.3) * np.maximum(-cy, f32(0)) - f32(0.3) * np.maximum(cy, f32(0)))
             L = np.zeros(d_out.shape, np.uint16)
             body = (d_out <= sat_t + f32(SKIN_MM)) & (Y <= ty)
-            L[body] = Anatomy.SKIN
-            L[body & (d_out <= sat_t) & (Y <= ty - f32(SKIN_MM))] = Anatomy.SAT
+            np.copyto(L, np.uint16(Anatomy.SKIN), where=body)
+            np.copyto(L, np.uint16(Anatomy.SAT), where=body & (d_out <= sat_t) & (Y <= ty - f32(SKIN_MM)))
             inner = (d_out <= 0) & (Y <= ty - f32(SKIN_MM + 2.0))
-            L[inner] = Anatomy.VAT
+            np.copyto(L, np.uint16(Anatomy.VAT), where=inner)
             depth = -d_out
             sx, sy = self._spine_xy(z)
             sx, sy = col(sx), col(sy)
@@ -286,28 +286,28 @@ class Renderer:
             # the wall is thicker postero-laterally (latissimus, posterior obliques, serratus)
             in_wall = inner & (depth <= wall * (f32(1.0) + f32(0.5) * cx2 + f32(1.6) * np.maximum(cy, f32(0)) ** 2))
             chest = Z > z_cost
-            L[in_wall & chest] = Anatomy.MUSCLE_OTHER
+            np.copyto(L, np.uint16(Anatomy.MUSCLE_OTHER), where=in_wall & chest)
             rectus_w = f32(45.0 * sz)
             ax_ = np.abs(X)
             front = (cy < f32(-0.3)) & (ax_ < rectus_w)
             if zmax > lm["iliac_crest"] and zmin < lm["L2"]:
                 abdo = in_wall & ~chest & (Z >= lm["iliac_crest"])
-                L[abdo & front & (ax_ > 3.0)] = Anatomy.MUSCLE_RECTUS
+                np.copyto(L, np.uint16(Anatomy.MUSCLE_RECTUS), where=abdo & front & (ax_ > 3.0))
                 obl = abdo & ~front & (cy <= 0.55) & (ax_ >= 3.0)
-                L[obl] = Anatomy.MUSCLE_OBLIQUES
+                np.copyto(L, np.uint16(Anatomy.MUSCLE_OBLIQUES), where=obl)
                 # thin fat planes between external oblique, internal oblique and transversus (IMAT)
                 wall_t = wall * (f32(1.0) + f32(0.5) * cx2 + f32(1.6) * np.maximum(cy, f32(0)) ** 2)
                 rel = depth / wall_t
                 plane_w = f32(0.5) / wall_t * f32(self.s.myosteatosis * 1.5 + 0.5)
                 planes = (np.abs(rel - f32(0.38)) < plane_w) | (np.abs(rel - f32(0.7)) < plane_w)
-                L[obl & planes & (cx2 > f32(0.45))] = Anatomy.IMAT
-                L[abdo & (cy > 0.55)] = Anatomy.MUSCLE_OTHER
-                L[abdo & (ax_ < 3.0) & (cy < 0)] = Anatomy.OTHER_SOFT_TISSUE
+                np.copyto(L, np.uint16(Anatomy.IMAT), where=obl & planes & (cx2 > f32(0.45)))
+                np.copyto(L, np.uint16(Anatomy.MUSCLE_OTHER), where=abdo & (cy > 0.55))
+                np.copyto(L, np.uint16(Anatomy.OTHER_SOFT_TISSUE), where=abdo & (ax_ < 3.0) & (cy < 0))
             if zmin < lm["iliac_crest"]:
                 pelvis = inner & (Z < lm["iliac_crest"])
                 glut = pelvis & (depth <= wall * (f32(1.2) + f32(2.5) * np.maximum(cy, f32(0)) * (Z < lm["S1_top"])))
-                L[glut & ~front] = Anatomy.MUSCLE_OTHER
-                L[pelvis & (depth <= wall) & front] = Anatomy.MUSCLE_RECTUS
+                np.copyto(L, np.uint16(Anatomy.MUSCLE_OTHER), where=glut & ~front)
+                np.copyto(L, np.uint16(Anatomy.MUSCLE_RECTUS), where=pelvis & (depth <= wall) & front)
             # back muscles: erector spinae behind the vertebral bodies beside the spinous processes
             er_w = col(np.interp(z, [lm["S1_top"] - 80, lm["L3"], lm["T12"], lm["T6"], lm["T1_top"]],
                                  [35.0, 58.0, 50.0, 42.0, 38.0]) * mf ** 0.5 * sz)
@@ -319,9 +319,9 @@ class Renderer:
             y_back = yc + col(p["b_post"])
             tb = np.clip((Y - y0) / np.maximum(y_back - y0, f32(1.0)), 0.0, 1.0)
             er_lat = er_w * (f32(1.0) - f32(0.45) * tb * tb) * (f32(0.75) + f32(0.25) * np.minimum(tb * 4, f32(1.0)))
-            L[back & (L == Anatomy.VAT) & (dxs < er_w * f32(1.2))] = Anatomy.IMAT
-            L[back & (dxs < er_lat) & (dxs > 2.0)] = Anatomy.MUSCLE_ERECTOR
-            L[back & (dxs <= 2.0)] = Anatomy.OTHER_SOFT_TISSUE
+            np.copyto(L, np.uint16(Anatomy.IMAT), where=back & (L == Anatomy.VAT) & (dxs < er_w * f32(1.2)))
+            np.copyto(L, np.uint16(Anatomy.MUSCLE_ERECTOR), where=back & (dxs < er_lat) & (dxs > 2.0))
+            np.copyto(L, np.uint16(Anatomy.OTHER_SOFT_TISSUE), where=back & (dxs <= 2.0))
             paint = L > 0
             np.copyto(self.c.labels[sl], L, where=paint)
             np.copyto(self.c.hu[sl], lut[L], where=paint)
@@ -612,7 +612,7 @@ class Renderer:
         bowel = fld > thr
         lumen = fld > thr + 0.35
         # small bowel holds little gas (a few pockets), mostly fluid and chyme
-        gas = lumen & (wave_field(self.rng, px, py_, pz, 9.0 * sz) > 2.3 - 2.0 * oj["bowel_gas"])
+        gas = lumen & (wave_field(self.rng, px, py_, pz, 9.0 * sz, n_waves=6) > 2.3 - 2.0 * oj["bowel_gas"])
         oral = self.rng.random() < 0.15
         vals = np.where(lumen, np.float32(250.0 if oral else hu["fluid"] + 15.0), np.float32(hu["bowel_wall"]))
         vals = np.where(gas, np.float32(-990.0), vals)
@@ -637,7 +637,7 @@ class Renderer:
             return
         coords = g.coords(box)
         px, py_, pz = mask_points(coords, musc)
-        fld = wave_field(self.rng, px, py_, pz, 3.0)
+        fld = wave_field(self.rng, px, py_, pz, 3.0, n_waves=8)
         thr = float(np.quantile(fld, 1.0 - frac))
         sel = fld > thr
         k, j, i = np.nonzero(musc)
