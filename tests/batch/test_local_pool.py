@@ -96,7 +96,16 @@ def test_rerun_is_idempotent_and_notices_changed_inputs(archive: Path, tmp_path:
     got = vert[vert.study_id == "case_002"].sort_values("level").hu_trabecular.tolist()
     assert got == pytest.approx(lib.expected_means(42), abs=1e-3)
 
-    # 4) other models (fingerprint): everything is recomputed
+    # 4) an input that disappeared (unmounted archive) keeps its earlier result
+    manifest = tmp_path / "one.csv"
+    manifest.write_text(f"input,study_id\n{archive / 'case_005.nii.gz'},case_005\n")
+    (archive / "case_005.nii.gz").rename(tmp_path / "elsewhere.nii.gz")
+    s4 = run_batch(discover([manifest]), out, _pool(calls), display=False)
+    assert (s4.skipped, s4.failed) == (1, 0)
+    assert "case_005" in set(pd.read_csv(out / "results.csv").study_id)
+    (tmp_path / "elsewhere.nii.gz").rename(archive / "case_005.nii.gz")
+
+    # 5) other models (fingerprint): everything is recomputed
     n = len(lib.calls(calls))
     run_batch(discover([archive]), out, _pool(calls, fingerprint="stats-v2"), display=False)
     assert len(lib.calls(calls)[n:]) == 6

@@ -146,11 +146,18 @@ class _Driver:
         for task in self.tasks:
             sig = self.signatures[task.study_id]
             rec = self.state.records.get(task.study_id)
+            same_models = rec is not None and rec.fingerprint == self.fingerprint
+            have_result = (self.outdir / STUDIES_DIR / task.study_id / "result.json").is_file()
             if isinstance(sig, InputError):
+                if same_models and rec.status == DONE and have_result:
+                    # an unmounted archive must not turn finished studies into failures
+                    log.warning("study %s: %s; keeping its earlier result", task.study_id, sig)
+                    self.progress.skipped += 1
+                    self.summary.skipped += 1
+                    continue
                 self._record_failure(task, Dispatch(task), error_type=type(sig).__name__, reason=str(sig), rejected=True)
                 continue
-            same_models = rec is not None and rec.fingerprint == self.fingerprint
-            if same_models and rec.status == DONE and (self.outdir / STUDIES_DIR / task.study_id / "result.json").is_file():
+            if same_models and rec.status == DONE and have_result:
                 if rec.stat_signature == sig and rec.input_path == task.input_path:
                     self.progress.skipped += 1
                     self.summary.skipped += 1
