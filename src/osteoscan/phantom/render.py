@@ -933,7 +933,7 @@ def _post_dims(v: VertebraGeom) -> dict[str, float]:
     sz = v.spec.depth_mm / 30.0
     region = v.level.region
     if region == "lumbar":
-        ca, cb, ped, lam, sp_len, sp_h, sp_tilt = 11.5, 8.0, 7.0, 6.5, 30.0, 16.0, 0.05
+        ca, cb, ped, lam, sp_len, sp_h, sp_tilt = 11.5, 8.0, 7.0, 6.5, 30.0, 19.0, 0.05
         tp_tip = {"L1": 35.0, "L2": 40.0, "L3": 46.0, "L4": 42.0, "L5": 44.0, "L6": 44.0}[name]
         tp_back = 0.0
     elif region == "thoracic":
@@ -974,7 +974,8 @@ def _posterior_depth(u, v, w, vg: VertebraGeom, d: dict[str, float]) -> np.ndarr
     sv0 = vc + cb + lam * 0.3
     sv = v - sv0
     wc = w0 - d["sp_tilt"] * np.clip(sv, 0, None)
-    sp_th = 2.6 + 0.6 * (vg.level.region == "lumbar")
+    # the plate is thicker at its base than at the tip
+    sp_th = (3.0 + 0.8 * (vg.level.region == "lumbar")) * (1.0 - 0.3 * np.clip(sv / d["sp_len"], 0.0, 1.0))
     spin = np.minimum(np.minimum(sp_th - au, d["sp_h"] / 2 - np.abs(w - wc)), np.minimum(sv + lam, d["sp_len"] - sv))
     # transverse processes: bars going out laterally from the pedicle-lamina junction
     tv = vc + d["tp_back"] * np.clip(au - ca, 0, None)
