@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from types import ModuleType
 
-import pydicom
 import pytest
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
 
 pytestmark = pytest.mark.slow
 
@@ -29,23 +28,27 @@ N_STUDIES = 20
 SOURCES = ((21, "lumbar"), (22, "lumbar"), (23, "l3_slice"), (24, "l3_slice"))
 
 
-#: SCU timeouts (s): generous, as PACS are configured, because 2 workers keep both cores busy while
-#: 20 studies arrive; a stalled association is still a failure after this long.
-SCU_TIMEOUT_S = 120
-
-
-def _c_store(datasets: list[pydicom.Dataset], port: int) -> None:
-    ae = AE(ae_title="LOADTEST")
-    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = SCU_TIMEOUT_S
-    ae.add_requested_context(CTImageStorage, str(datasets[0].file_meta.TransferSyntaxUID))
-    assoc = ae.associate("127.0.0.1", port, ae_title="OSTEOSCAN")
-    assert assoc.is_established
-    try:
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            assert getattr(status, "Status", None) == 0, f"C-STORE of {ds.SOPInstanceUID}: {status}"
-    finally:
-        assoc.release()
+#: A modality sending one series by C-STORE, run as its own process (as separate scanners are);
+#: SCU timeouts are generous, as PACS are configured, because 2 workers keep both cores busy.
+SENDER = """
+import sys
+import pydicom
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+port, files = int(sys.argv[1]), sys.argv[2:]
+datasets = [pydicom.dcmread(f) for f in files]
+ae = AE(ae_title="LOADTEST")
+ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 120
+ae.add_requested_context(CTImageStorage, str(datasets[0].file_meta.TransferSyntaxUID))
+print("ready", flush=True)
+sys.stdin.readline()  # go
+assoc = ae.associate("127.0.0.1", port, ae_title="OSTEOSCAN")
+assert assoc.is_established, "association refused"
+for ds in datasets:
+    status = assoc.send_c_store(ds)
+    assert getattr(status, "Status", None) == 0, f"C-STORE of {ds.SOPInstanceUID}: {status}"
+assoc.release()
+"""
 
 
 def _key_numbers(result: dict) -> str:
@@ -69,26 +72,36 @@ def test_twenty_studies_by_rest_and_dicom_at_once(serve_factory, request: pytest
             channel = "rest" if (s * copies + k) % 2 == 0 else "dicom"  # half and half
             submissions.append((pid, s, channel, files))
     errors: list[str] = []
-    # what the clients send is prepared beforehand: the test measures the service, not zip compression
-    payloads = {pid: h.zip_of_files(files) if ch == "rest" else [pydicom.dcmread(f) for f in files]
-                for pid, _, ch, files in submissions}
+    # what the clients send is prepared beforehand: the test measures the service, not the clients
+    zips = {pid: h.zip_of_files(files) for pid, _, ch, files in submissions if ch == "rest"}
+    senders = {pid: subprocess.Popen([sys.executable, "-c", SENDER, str(serve.dicom_port), *map(str, files)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for pid, _, ch, files in submissions if ch == "dicom"}
+    request.addfinalizer(lambda: [p.kill() for p in senders.values() if p.poll() is None])
+    for p in senders.values():
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
 
-    def submit(pid: str, channel: str, files: list[Path]) -> None:
+    def upload(pid: str) -> None:
         try:
-            if channel == "rest":
-                r = serve.client.post("/api/v1/studies", files=[("files", (f"{pid}.zip", payloads[pid]))])
-                assert r.status_code == 202, r.text
-            else:
-                _c_store(payloads[pid], serve.dicom_port)
+            r = serve.client.post("/api/v1/studies", files=[("files", (f"{pid}.zip", zips[pid]))])
+            assert r.status_code == 202, r.text
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(f"{pid} ({channel}): {exc!r}")
+            errors.append(f"{pid} (rest): {exc!r}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=submit, args=(pid, ch, files)) for pid, _, ch, files in submissions]
+    for p in senders.values():
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    threads = [threading.Thread(target=upload, args=(pid,)) for pid in zips]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for pid, p in senders.items():
+        _, err = p.communicate(timeout=600)
+        if p.returncode != 0:
+            errors.append(f"{pid} (dicom): exit {p.returncode}: {err[-500:]}")
     t_submitted = time.perf_counter() - t0
     assert not errors, errors
     deadline = time.monotonic() + 1800
