@@ -110,6 +110,36 @@ def test_heights_from_labels_match_truth_within_one_voxel(lumbar_fracture_case):
             assert abs(m[k] - stated) <= vox + 1e-6, (level, k, m[k], stated)
 
 
+def test_disc_heights_from_labels_match_truth(lumbar_fracture_case):
+    """Disc heights on the mid-sagittal plane, in the frame between the two neighbours (discs next
+    to the biconcave fractures fill the depressed endplates: their middle height grows)."""
+    case = lumbar_fracture_case
+    vox = 1.0
+    by = {v["level"]: v for v in case.truth["vertebrae"]}
+    checked = 0
+    for d in case.truth["discs"]:
+        if d["upper"] not in ("L1", "L2", "L3") or not d["in_view"]:
+            continue
+        up, lo = by[d["upper"]], by[d["lower"]]
+        si = np.add(up["axis_si_lps"], lo["axis_si_lps"])
+        si /= np.linalg.norm(si)
+        ap = np.add(up["axis_ap_lps"], lo["axis_ap_lps"])
+        ap -= si * (ap @ si)
+        ap /= np.linalg.norm(ap)
+        lr = np.cross(ap, si)
+        centre = (np.asarray(up["center_lps_mm"]) + np.asarray(lo["center_lps_mm"])) / 2
+        pts = case.volume.index_to_lps(np.argwhere(case.labels == d["label"]).astype(float)) - centre
+        u, v, w = pts @ lr, pts @ ap, pts @ si
+        mid = np.abs(u) < 0.75 * vox
+        v0, v1 = v[mid].min(), v[mid].max()
+        for name, t in (("anterior", 0.15), ("middle", 0.5), ("posterior", 0.85)):
+            sel = mid & (np.abs(v - (v0 + t * (v1 - v0))) < 0.75 * vox)
+            measured = float(w[sel].max() - w[sel].min() + vox)
+            assert abs(measured - d["heights_mm"][name]) <= 1.5 * vox, (d["upper"], name, measured, d["heights_mm"])
+        checked += 1
+    assert checked == 3
+
+
 def test_fracture_grade_matches_height_loss(lumbar_fracture_case):
     case = lumbar_fracture_case
     by_level = {v["level"]: v for v in case.truth["vertebrae"]}

@@ -10,7 +10,7 @@ columns are the local axes u (patient left), v (posterior), w (cranial) in anato
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class DiscGeom:
     b: float
     ha: float  # anterior height at t = 0.15 (endplate to endplate, before concavities)
     hp: float
-    concavity_mm: float  # the two adjacent endplates' central concavities together
+    concavity_mm: float  # the adjacent endplates' central concavities (and fracture depressions) together
 
     @property
     def heights(self) -> dict[str, float]:
@@ -208,6 +208,10 @@ def build_spine(s: SubjectParams) -> Spine:
         anchor = anchor + mid[:, 2] * h_center
         frame = frame @ rotation("x", geo_angle) @ rotation("y", lat[i] * 0.5)
     vertebrae = tuple(geoms[i] for i in range(n))
+    # a biconcave fracture depresses both endplates by half its central loss; the discs fill the
+    # depressions, so their central height grows by that much
+    bic = {v.level: v.biconcave / 2.0 for v in vertebrae}
+    discs = [replace(d, concavity_mm=d.concavity_mm + bic.get(d.upper, 0.0) + bic.get(d.lower, 0.0)) for d in discs]
     sacrum = _build_sacrum(s, verts[-1], sacrum_top_frame)
     spine = Spine(vertebrae, tuple(discs[::-1]), sacrum)
     return _align_upright(spine, s)
@@ -232,8 +236,6 @@ def _build_sacrum(s: SubjectParams, lowest: VertebraSpec, top_frame: np.ndarray)
 
 
 def _transform_spine(spine: Spine, R: np.ndarray, t: np.ndarray) -> Spine:
-    from dataclasses import replace
-
     verts = tuple(replace(v, center=R @ v.center + t, frame=R @ v.frame) for v in spine.vertebrae)
     discs = tuple(replace(d, center=R @ d.center + t, frame=R @ d.frame) for d in spine.discs)
     sc = spine.sacrum

@@ -658,8 +658,10 @@ class Renderer:
 
     def _discs(self) -> None:
         hu = self.hu
+        bic = {v.level: v.biconcave / 2.0 for v in self.spine.vertebrae}
         for d in self.spine.discs:
-            half = np.array([d.a + 2, d.b * 1.8 + 2, max(d.ha, d.hp) / 2 + 5])
+            bulge = bic.get(d.upper, 0.0) + bic.get(d.lower, 0.0)  # fills biconcave fracture depressions
+            half = np.array([d.a + 2, d.b * 1.8 + 2, max(d.ha, d.hp) / 2 + 5 + bulge])
             ext = np.abs(d.frame) @ half
             sl = self.grid.box(d.center - ext, d.center + ext)
             if sl is None:
@@ -671,7 +673,7 @@ class Renderer:
             hd = d.ha + (d.hp - d.ha) * (t - 0.15) / 0.7
             r2 = (u / d.a) ** 2 + (v / d.b) ** 2
             xsec = (r2 <= 1.0) & (v <= d.b * (POSTERIOR_FLATTENING + (1 - POSTERIOR_FLATTENING) * (u / d.a) ** 2) + 1.0)
-            margin = np.where(r2 < 0.85, 3.5, 0.5)
+            margin = np.where(r2 < 0.85, 3.5 + bulge, 0.5)
             m = xsec & (np.abs(w) <= hd / 2 + margin)
             val = hu["disc"] + 20.0 * (np.sqrt(r2) - 0.6)  # annulus denser than the nucleus
             self.c.paint(sl, m, disc_label(d.upper), val)
