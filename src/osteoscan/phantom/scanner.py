@@ -12,6 +12,9 @@ from osteoscan.phantom.params import ScannerParams
 #: roll/flip, so noise costs O(bank) filtering instead of O(volume).
 NOISE_BANK = 12
 HU_MIN, HU_MAX = -1024.0, 3071.0
+#: Edge enhancement of sharp (bone) kernels, as unsharp masking: sigma (mm) and gain.
+SHARP_KERNEL_UNSHARP_SIGMA_MM = 1.0
+SHARP_KERNEL_UNSHARP_GAIN = 0.5
 
 
 def sub_slice_offsets(thickness_mm: float, spacing_z_mm: float) -> np.ndarray:
@@ -68,6 +71,12 @@ def apply_scanner(
     padding_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blur, noise, calibration drift, padding; returns int16 HU (in place on ``hu`` where possible)."""
+    if sc.kernel == "sharp":
+        # bone kernels enhance edges (over/undershoot at cortices): unsharp masking before the PSF
+        smooth = blur_inplane(hu.copy(), SHARP_KERNEL_UNSHARP_SIGMA_MM, (spacing[1], spacing[2]))
+        smooth -= hu
+        hu -= np.float32(SHARP_KERNEL_UNSHARP_GAIN) * smooth
+        del smooth
     hu = blur_inplane(hu, sc.blur_sigma_mm, (spacing[1], spacing[2]))
     if sc.noise_sd_hu > 0:
         bank = noise_bank(rng, hu.shape[1:], sc.kernel, spacing[1])
