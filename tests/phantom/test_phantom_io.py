@@ -51,6 +51,10 @@ def test_cohort_specs():
     assert len({c.seed for c in bench}) == 120 and len({c.case_id for c in bench}) == 120
     presets = {c.preset for c in bench}
     assert {"cap", "abdomen", "chest"} <= presets
+    from osteoscan.phantom.generate import default_grid
+
+    shapes = [default_grid(case_subject(c)).shape for c in bench]
+    assert all(sh[1:] == (512, 512) and 60 <= sh[0] <= 600 for sh in shapes), shapes
     forced = [c for c in bench if "fracture" in c.overrides]
     assert forced and all(case_subject(c).vertebrae for c in forced[:2])
     test = load_cohort("test")
