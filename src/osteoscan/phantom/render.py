@@ -339,7 +339,7 @@ class Renderer:
         return np.maximum(z_r, z_l)
 
     # ------------------------------------------------------------------------------------------------
-    def _ellipsoid(self, center, frame, semi, label, value, where=None, shell=None) -> tuple | None:
+    def _ellipsoid(self, center, frame, semi, label, value, where=None) -> tuple | None:
         """Paint an oriented ellipsoid (restricted to labels in ``where`` if given); returns (sl, depth, mask)."""
         center = np.asarray(center, float)
         ext = np.abs(frame) @ np.asarray(semi, float)
@@ -376,7 +376,6 @@ class Renderer:
     def _thorax_organs(self) -> None:
         s, lm, hu, oj = self.s, self.lm, self.hu, self.s.organ_jitter
         sz = s.size_factor
-        sx, sy = self._spine_xy(np.array([lm["T8"]]))
         p = self.torso.at(np.array([lm["T8"]]))
         yc = float(p["yc"][0])
         hs = oj["heart_size"] * sz
@@ -404,18 +403,14 @@ class Renderer:
         eso = np.array([[6.0, ey, tz_top], [8.0, ey + 2, lm["T6"]], [20.0, ey, lm["T10"]], [45.0, ey - 15, lm["T11"]]])
         self._tube(eso, np.array([7.0, 7.0, 7.0, 8.0]) * sz, Anatomy.OTHER_SOFT_TISSUE, hu["soft"],
                    where=[Anatomy.VAT, Anatomy.LUNG])
-        del sx, sy
 
-    def _tube(self, pts, radii, label, value, where=None, shell: tuple[float, float] | None = None) -> None:
+    def _tube(self, pts, radii, label, value, where=None) -> None:
+        """Paint a tube along a polyline (restricted to labels in ``where`` if given)."""
         for sl, depth in capsule_chain(self.grid, pts, radii):
             m = depth > 0
             if where is not None:
                 m &= self.c.allowed(sl, where)
-            if shell is None:
-                self.c.paint(sl, m, label, value)
-            else:
-                f = shell_fraction(depth, shell[0], self.vox)
-                self.c.paint(sl, m, label, value + f * (shell[1] - value))
+            self.c.paint(sl, m, label, value)
 
     def _abdominal_organs(self) -> None:
         s, lm, hu, oj, g = self.s, self.lm, self.hu, self.s.organ_jitter, self.grid
