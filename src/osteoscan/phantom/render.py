@@ -270,8 +270,9 @@ class Renderer:
                 cand = inner & (depth > wall) & (Y < sy + f32(3.2) * sb) & (Z < lm["lung_apex"])
                 med_half = np.where(Z > lm["T4"], f32(18.0 * sz), f32(26.0 * sz))
                 cand &= ~((np.abs(X - sx * f32(0.5) - f32(6.0)) < med_half) & (Y < sy + f32(0.3) * sb))
-                apex_r = np.clip((f32(lm["lung_apex"]) - Z) / f32(60.0), 0.0, 1.0)
-                cand &= np.abs(X) < f32(45.0) + col(p["a"]) * apex_r
+                # each apex is a dome centred about 55 mm from the midline
+                apex_d = (np.abs(X) - f32(55.0 * sz)) / f32(40.0 * sz)
+                cand &= Z < f32(lm["lung_apex"]) - f32(28.0) * apex_d * apex_d
                 kk, jj, ii = np.nonzero(cand)
                 if kk.size:
                     xc, yv, zc = X[0, jj, ii], Y[0, jj, ii], Z[kk, 0, 0]
@@ -331,11 +332,12 @@ class Renderer:
         zr = lm["diaphragm_dome_r"] + oj["diaphragm_dz"]
         zl = lm["diaphragm_dome_l"] + oj["diaphragm_dz"]
         x0 = 65.0 * self.s.size_factor
-        r_r = ((X + x0) / 85.0) ** 2 + ((Y - yc + 10.0) / 80.0) ** 2
-        r_l = ((X - x0) / 85.0) ** 2 + ((Y - yc + 10.0) / 80.0) ** 2
-        fall = 42.0 * self.s.size_factor
-        z_r = zr - fall * np.minimum(r_r, 2.2)
-        z_l = zl - fall * np.minimum(r_l, 2.2)
+        # domes over each hemithorax, falling towards the lateral and (deeper) posterior recesses
+        r_r = ((X + x0) / 80.0) ** 2 + ((Y - yc + 10.0) / 110.0) ** 2
+        r_l = ((X - x0) / 80.0) ** 2 + ((Y - yc + 10.0) / 110.0) ** 2
+        fall = 40.0 * self.s.size_factor
+        z_r = zr - fall * np.minimum(r_r, 3.0)
+        z_l = zl - fall * np.minimum(r_l, 3.0)
         return np.maximum(z_r, z_l)
 
     # ------------------------------------------------------------------------------------------------
@@ -379,7 +381,10 @@ class Renderer:
         p = self.torso.at(np.array([lm["T8"]]))
         yc = float(p["yc"][0])
         hs = oj["heart_size"] * sz
-        center = np.array([18.0 * sz, yc - 0.25 * float(p["b_ant"][0]), lm["T8"] + 5.0])
+        # the heart rests on the central tendon, just above the left dome
+        semi_z = 50.0 * oj["heart_size"] * sz
+        z_heart = lm["diaphragm_dome_l"] + oj["diaphragm_dz"] + 0.7 * semi_z
+        center = np.array([18.0 * sz, yc - 0.25 * float(p["b_ant"][0]), z_heart])
         frame = rotation("z", -35.0 + oj["heart_rot"]) @ rotation("x", 25.0)
         where = [Anatomy.LUNG, Anatomy.VAT, Anatomy.OTHER_SOFT_TISSUE]
         semi = np.array([56.0, 42.0, 50.0]) * hs
