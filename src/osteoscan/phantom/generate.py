@@ -36,6 +36,7 @@ class PhantomCase:
     labels: np.ndarray
     truth: dict[str, Any]
     subject: SubjectParams = field(repr=False)
+    seconds: float = 0.0  # generation time (kept out of the truth so that truth.json is reproducible)
 
 
 def _as3(v: float | tuple[float, ...] | list[float]) -> tuple[float, float, float]:
@@ -189,9 +190,9 @@ def generate_case(
     )
     volume = CTVolume(vol, affine, prov)
     truth = build_truth(s, renderer.spine, grid, volume, labels)
-    truth["generation_seconds"] = round(time.perf_counter() - t0, 3)
-    log.debug("phantom seed %d (%s): %s in %.2f s", seed, s.preset, volume.summary(), truth["generation_seconds"])
-    return PhantomCase(volume=volume, labels=labels, truth=truth, subject=s)
+    seconds = time.perf_counter() - t0
+    log.debug("phantom seed %d (%s): %s in %.2f s", seed, s.preset, volume.summary(), seconds)
+    return PhantomCase(volume=volume, labels=labels, truth=truth, subject=s, seconds=seconds)
 
 
 def _add_tissue_texture(hu: np.ndarray, labels: np.ndarray, grid: Grid, rng: np.random.Generator, scale: float) -> None:
