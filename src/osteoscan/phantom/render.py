@@ -593,7 +593,7 @@ class Renderer:
             gas = lumen & (y < np.float32(centre[1] + 22.0 * sz * (1.0 - 2.0 * gas_frac)))
             self.c.paint(sl, lumen & ~gas, Anatomy.BOWEL, hu["feces"])
             self.c.paint(sl, gas, Anatomy.BOWEL_GAS, -990.0)
-        # small bowel: a thresholded smooth random field inside the remaining peritoneal fat
+        # small bowel inside the remaining peritoneal fat
         z_hi = lm["L1"]
         z_lo = lm["symphysis"] + 20.0
         box = g.box(np.array([-200.0, -300.0, z_lo]), np.array([200.0, 300.0, z_hi]))
@@ -606,11 +606,15 @@ class Renderer:
         if cand.sum() < 10:
             return
         px, py_, pz = mask_points(coords, cand)
-        fld = wave_field(self.rng, px, py_, pz, 14.0 * sz)
+        # loops as tubes: where two independent smooth fields are both near zero (the intersection of
+        # two thickened level surfaces is a thickened curve); the band width sets the bowel fraction
+        f1 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz))
+        f2 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz))
+        tube = np.maximum(f1, f2)
         frac = float(np.clip(0.75 - 0.55 * s.vat_factor, 0.15, 0.7))
-        thr = float(np.quantile(fld, 1.0 - frac))
-        bowel = fld > thr
-        lumen = fld > thr + 0.35
+        thr = float(np.quantile(tube, frac))
+        bowel = tube < thr
+        lumen = tube < thr * 0.7
         # small bowel holds little gas (a few pockets), mostly fluid and chyme
         gas = lumen & (wave_field(self.rng, px, py_, pz, 9.0 * sz, n_waves=6) > 2.3 - 2.0 * oj["bowel_gas"])
         oral = self.rng.random() < 0.15
