@@ -608,8 +608,8 @@ class Renderer:
         px, py_, pz = mask_points(coords, cand)
         # loops as tubes: where two independent smooth fields are both near zero (the intersection of
         # two thickened level surfaces is a thickened curve); the band width sets the bowel fraction
-        f1 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz))
-        f2 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz))
+        f1 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz, n_waves=8))
+        f2 = np.abs(wave_field(self.rng, px, py_, pz, 22.0 * sz, n_waves=8))
         tube = np.maximum(f1, f2)
         frac = float(np.clip(0.75 - 0.55 * s.vat_factor, 0.15, 0.7))
         thr = float(np.quantile(tube, frac))
