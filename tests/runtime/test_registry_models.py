@@ -56,3 +56,14 @@ def test_tiny_registry_model_parity_on_every_backend(name, tiny_specs, rt_config
     assert {("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "bf16"), ("torch", "bf16")} <= measured
     s = create_session(spec, backend="torch", device="cpu", precision="fp32", config=rt_config)
     assert s.info.model_sha256 == spec.sha256 and s.input_names == tuple(spec.input_names)
+
+
+def test_auto_precision_keeps_regression_models_fp32(tiny_specs, rt_config):
+    """precision='auto' never runs the BMD regressor below fp32; class-map models may go bf16."""
+    s = create_session(tiny_specs["bmd_regressor"], backend="openvino", precision="auto", config=rt_config)
+    assert s.info.precision == "fp32"
+    from osteoscan.runtime.openvino_backend import get_core
+
+    seg = create_session(tiny_specs["tissue_2d"], backend="openvino", precision="auto", config=rt_config)
+    native_bf16 = "BF16" in get_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert seg.info.precision == ("bf16" if native_bf16 else "fp32")

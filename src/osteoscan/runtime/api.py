@@ -62,6 +62,9 @@ def create_session(
         if backend not in ("auto", "openvino"):
             raise BackendError(f"{backend}: int8 is only available on backend='openvino' (NNCF-quantised IR)")
         source = find_int8_artifact(source, config)
+    if precision == "auto" and is_regression(source):
+        precision = "fp32"
+        log.info("%s: precision auto -> fp32 (regression outputs; bf16 shifts BMD by ~1 mg/cm3)", source.label)
     can_onnx = source.onnx_path is not None
     can_torch = source.native_precision != "int8" and (
         source.torch_factory is not None or source.torchscript_path is not None or source.spec is not None
@@ -100,6 +103,12 @@ def _open(source: ModelSource, backend: str, device: str, precision: str, hint: 
 
     return TorchSession(source, device, precision, hint, max_batch=max_batch, num_threads=num_threads,
                         torch_compile=torch_compile, reason=reason)
+
+
+def is_regression(source: ModelSource) -> bool:
+    """A model with a spec but no class labels (the BMD regressor): its outputs are measurements."""
+    spec = source.spec
+    return spec is not None and hasattr(spec, "label_names") and not spec.label_names
 
 
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,8 +1,10 @@
 """Parity of a model across back-ends and precisions against a reference on the same inputs.
 
 Tolerances (issue #6): fp32 relative L2 <= 1e-4 against PyTorch fp32; bf16/fp16/int8 class maps
-agree (argmax) on >= 99 % of voxels. Regression outputs (BMD) at reduced precision: relative L2
-<= 2 % here; their clinical tolerance (BMD within 1 mg/cm3) is checked by the pipeline on phantoms.
+agree (argmax) on >= 99 % of voxels. Regression outputs (BMD, mg/cm3) at reduced precision: the
+largest absolute difference must stay within the clinical tolerance, 1 mg/cm3 (issue #6). OpenVINO
+bf16 shifts the BMD regressor's output by about 1 mg/cm3 (measured, docs/runtime.md), which is why
+``precision="auto"`` keeps regression models at fp32.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 
 FP32_REL_L2 = 1e-4
 LOW_PRECISION_ARGMAX_AGREEMENT = 0.99
-LOW_PRECISION_REGRESSION_REL_L2 = 0.02
+#: BMD tolerance, mg/cm3 (issue #6: pipeline-level parity, BMD within 1 mg/cm3)
+LOW_PRECISION_REGRESSION_ABS = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,17 +71,19 @@ def compare(model: str, backend: str, device: str, precision: str, reference: st
             tol = LOW_PRECISION_ARGMAX_AGREEMENT
             rows.append(ParityRow(model, backend, device, precision, reference, name, "argmax_agreement", v, tol, v >= tol))
         else:
-            v = _rel_l2(o, r)
-            tol = LOW_PRECISION_REGRESSION_REL_L2
-            rows.append(ParityRow(model, backend, device, precision, reference, name, "rel_l2", v, tol, v <= tol))
+            v = float(np.abs(o - r).max())
+            tol = LOW_PRECISION_REGRESSION_ABS
+            rows.append(ParityRow(model, backend, device, precision, reference, name, "max_abs", v, tol, v <= tol))
     return rows
 
 
 def verify_model(model: Any, backends: Sequence[str] = ("openvino", "onnxruntime", "torch"),
                  precisions: Sequence[str] = ("fp32", "bf16"), *, config: RuntimeConfig | None = None,
-                 batch: int = 1, seed: int = 0, x: np.ndarray | None = None) -> list[ParityRow]:
-    """Every (back-end, precision) on this CPU vs the reference (torch fp32 when the model has a
-    torch builder, else ONNX Runtime fp32). Unsupported combinations give a passed ``n/a`` row."""
+                 batch: int = 1, seed: int = 0, x: np.ndarray | None = None,
+                 reference: str | None = None) -> list[ParityRow]:
+    """Every (back-end, precision) on this CPU vs the reference (``reference`` fp32; default torch
+    when the model has a torch builder, else ONNX Runtime). Unsupported combinations give a passed
+    ``n/a`` row."""
     from osteoscan.runtime.api import create_session
 
     config = config or RuntimeConfig()
@@ -87,7 +92,9 @@ def verify_model(model: Any, backends: Sequence[str] = ("openvino", "onnxruntime
         if source.in_channels is None or source.patch_size is None:
             raise ModelError(f"model {source.label}: no spec patch size to build a test input from")
         x = smooth_input((batch, source.in_channels, *source.patch_size), seed)
-    ref_backend = "torch" if (source.spec is not None or source.torch_factory or source.torchscript_path) else "onnxruntime"
+    ref_backend = reference or (
+        "torch" if (source.spec is not None or source.torch_factory or source.torchscript_path) else "onnxruntime"
+    )
     try:
         ref = create_session(source, backend=ref_backend, device="cpu", precision="fp32", config=config).infer(x)
     except (BackendError, ModelError) as exc:
