@@ -436,7 +436,9 @@ class Renderer:
             yc = p["yc"][kk]
             sy = self._spine_xy(zz)[1].astype(np.float32)[kk]
             ls = oj["liver_size"]
-            z_low = lm["L2"] + 10.0 + (x + 90.0 * sz) * 0.45 / ls + np.maximum(y - yc, 0) * 0.1
+            # lower border: lowest at the right lobe's tip, rising to the left and curving up laterally
+            z_low = (lm["L2"] + 10.0 + (x + 90.0 * sz) * 0.45 / ls + np.maximum(y - yc, 0) * 0.1
+                     + 0.004 * (x + 75.0 * sz) ** 2 / ls)
             # medial border: the left lobe reaches across the midline anteriorly, the border curves
             # back towards the right near the IVC and the spine
             x_left = (-15.0 + 95.0 / (1.0 + np.exp(-(yc - y - 10.0) / 22.0))) * ls * sz
