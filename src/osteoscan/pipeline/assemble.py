@@ -112,9 +112,15 @@ def assemble_result(
         warnings.append("body composition measured on the given slice, assumed to be mid-L3")
 
     coverage = tuple(d.level.name if d.level is not VertebraLevel.SACRUM else "S" for d in (localisation.detected if localisation else ()))
-    lumbar = any(VertebraLevel.from_name(c).region == "lumbar" for c in coverage if c != "S")
+    # "covered" = what the ACR category needs: L1 and L2 both completely inside the scan
+    lumbar = all(_complete(segments, lv) for lv in (VertebraLevel.L1, VertebraLevel.L2))
     if localisation is not None and not lumbar:
-        warnings.append("lumbar spine not covered by this scan: L1-L2 BMD (ACR category) and L3 body composition are not assessable")
+        partly = [c for c in coverage if c != "S" and VertebraLevel.from_name(c).region == "lumbar"]
+        seen = f" (only {', '.join(partly)} partly in view)" if partly else ""
+        warnings.append(
+            f"lumbar spine not covered by this scan{seen}: L1-L2 BMD (ACR category) and L3 body "
+            "composition are not assessable"
+        )
     qc = QualityControl(
         coverage=coverage,
         lumbar_covered=lumbar,
