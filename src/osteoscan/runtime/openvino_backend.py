@@ -343,10 +343,3 @@ class OpenVINOSession(InferenceSession):
     def close(self) -> None:
         self._local = threading.local()
         self._compiled = None
-
-
-def output_precision_of(compiled: Any) -> str:
-    """The precision OpenVINO actually runs at (to check the explicit hint took effect)."""
-    return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-
