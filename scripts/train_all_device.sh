@@ -13,8 +13,10 @@ SEED=${SEED:-0}
 export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUN_DIR"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-# model, DataLoader workers, learning rate
-for job in "spine_coarse 5 2e-3" "vertebra_fine 5 2e-3" "bmd_regressor 2 1e-3" "tissue_2d 3 2e-3"; do
+# model, DataLoader workers, learning rate (JOBS overrides: "name workers lr;name workers lr;...")
+JOBS=${JOBS:-"spine_coarse 5 2e-3;vertebra_fine 3 1e-3;bmd_regressor 4 1e-3;tissue_2d 4 2e-3"}
+IFS=';' read -r -a jobs <<< "$JOBS"
+for job in "${jobs[@]}"; do
   set -- $job
   init=()
   if [ -n "${INIT:-}" ] && [ -f "$INIT/$1.pt" ]; then init=(--init-from "$INIT/$1.pt"); fi

@@ -171,7 +171,7 @@ def fine_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_levels:
 
 
 # ------------------------------------------------------------------------------ bmd_regressor
-def bmd_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_levels: int = 4, reuse: int = 2) -> list[Sample]:
+def bmd_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_levels: int = 5, reuse: int = 3) -> list[Sample]:
     from scipy import ndimage
 
     preset = "lumbar" if rng.random() < 0.5 else "cap"
@@ -208,7 +208,7 @@ def bmd_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_levels: 
 
 
 # ------------------------------------------------------------------------------ tissue_2d
-def tissue_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_slices: int = 2) -> list[Sample]:
+def tissue_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_slices: int = 3) -> list[Sample]:
     from osteoscan.phantom.truth import tissue_map
 
     preset = str(rng.choice(["cap", "abdomen", "l3_slice"], p=[0.4, 0.4, 0.2]))

@@ -117,6 +117,11 @@ def train(config: TrainConfig) -> TrainResult:
     budget_s = config.minutes * 60.0 if config.minutes else None
     warmup = max(1, min(50, config.steps // 20))
     model.train()
+    if task.freeze_batchnorm and config.init_from:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        log.info("%s: batch-norm statistics frozen (running statistics from %s)", spec.name, config.init_from)
     with open(log_path, "a") as logf:
         it = iter(loader)
         while step < config.steps:

@@ -29,6 +29,16 @@ def _seg_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[st
     return segmentation_loss(model(x), y), {}
 
 
+#: Cross-entropy class weights of the tissue model: IMAT is a few % of the pixels and thin.
+TISSUE_CLASS_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 3.0)
+
+
+def _tissue_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    x, y = batch
+    w = torch.tensor(TISSUE_CLASS_WEIGHTS, device=x.device)
+    return segmentation_loss(model(x), y, class_weights=w), {}
+
+
 def _bmd_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
     x, y = batch
     mean, sigma = model(x)
@@ -71,11 +81,17 @@ class Task:
     buffer_size: int
     loss: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
     validate: Callable[[torch.nn.Module, list, torch.device], dict[str, float]]
+    #: Keep batch-norm layers in eval mode (running statistics) while training. For the BMD
+    #: regressor: batches hold crops of a few subjects that share a scanner, and batch statistics
+    #: would normalise away exactly the absolute intensity the model must measure; with frozen
+    #: statistics training and inference see the same function.
+    freeze_batchnorm: bool = False
 
 
 TASKS: dict[str, Task] = {
     SPINE_COARSE: Task(SPINE_COARSE, batch_size=2, buffer_size=12, loss=_seg_loss, validate=_validate_seg(21)),
     VERTEBRA_FINE: Task(VERTEBRA_FINE, batch_size=8, buffer_size=36, loss=_seg_loss, validate=_validate_seg(3)),
-    BMD_REGRESSOR: Task(BMD_REGRESSOR, batch_size=32, buffer_size=64, loss=_bmd_loss, validate=_validate_bmd),
-    TISSUE_2D: Task(TISSUE_2D, batch_size=16, buffer_size=32, loss=_seg_loss, validate=_validate_seg(5)),
+    BMD_REGRESSOR: Task(BMD_REGRESSOR, batch_size=32, buffer_size=64, loss=_bmd_loss, validate=_validate_bmd,
+                        freeze_batchnorm=True),
+    TISSUE_2D: Task(TISSUE_2D, batch_size=16, buffer_size=32, loss=_tissue_loss, validate=_validate_seg(5)),
 }
