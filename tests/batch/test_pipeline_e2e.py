@@ -16,7 +16,7 @@ from osteoscan.batch import LocalPool, PipelineProcessorFactory, discover, plan_
 from osteoscan.cli import main
 
 #: grid of the test phantoms: lumbar preset, coarse enough to screen in seconds on 2 cores
-SPACING = (3.0, 1.5, 1.5)
+SPACING = (3.0, 2.0, 2.0)
 
 
 def _pipeline_available() -> str | None:
