@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osteoscan.labels import NUM_SPINE_CLASSES, VertebraLevel as V
+from osteoscan.labels import NUM_SPINE_CLASSES
+from osteoscan.labels import VertebraLevel as V
 from osteoscan.models.spine_decoding import _STEP_MM, _STEP_TO_SACRUM_MM, decode_spine
 
 SPACING = 3.0

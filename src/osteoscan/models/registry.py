@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from osteoscan.errors import ModelError
-from osteoscan.labels import VertebraLevel, VertebraPart, Tissue, NUM_SPINE_CLASSES
+from osteoscan.labels import NUM_SPINE_CLASSES, Tissue, VertebraLevel, VertebraPart
 from osteoscan.models.spec import ModelSpec, Normalisation
 
 log = logging.getLogger(__name__)

@@ -140,7 +140,7 @@ class ModelSpec:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], weights_dir: str | Path = "") -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any], weights_dir: str | Path = "") -> ModelSpec:
         d = dict(d)
         fmt = d.pop("spec_format_version", SPEC_FORMAT_VERSION)
         if fmt != SPEC_FORMAT_VERSION:
@@ -164,7 +164,7 @@ class ModelSpec:
             raise ModelError(f"model spec {d.get('name')!r} is invalid: {exc}") from exc
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "ModelSpec":
+    def from_json(cls, path: str | Path) -> ModelSpec:
         p = Path(path)
         try:
             d = json.loads(p.read_text())
@@ -172,7 +172,7 @@ class ModelSpec:
             raise ModelError(f"cannot read model spec {p}: {exc}; restore the file or re-export") from exc
         return cls.from_dict(d, weights_dir=p.parent.resolve())
 
-    def replace(self, **changes: Any) -> "ModelSpec":
+    def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **changes)
 
 

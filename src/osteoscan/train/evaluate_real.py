@@ -57,7 +57,6 @@ def evaluate_ts_example(coarse: Runner, fine: Runner | None, realct: Path) -> di
     ct_grid = Grid(volume.shape, volume.affine)
     coarse_on_ct = sample(decoding.level_map, low.affine, ct_grid, order=0, cval=0)
     fine_parts = fine_segment(fine, volume, decoding, low.affine) if fine is not None else {}
-    detections = {v.level: v for v in decoding.vertebrae}
     per_level: dict[str, Any] = {}
     for ts_id, level in TS_VERTEBRA_IDS.items():
         mask = ref == ts_id

@@ -22,7 +22,7 @@ import torch
 
 from osteoscan.models.registry import build_torch_model, recipe
 from osteoscan.models.spec import ModelSpec
-from osteoscan.train.datasets import PhantomSampleStream, TRAIN_SEED_BASE, validation_samples
+from osteoscan.train.datasets import TRAIN_SEED_BASE, PhantomSampleStream, validation_samples
 from osteoscan.train.export import export_model
 from osteoscan.train.tasks import TASKS, Task
 
