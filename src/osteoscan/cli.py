@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except Exception:  # noqa: BLE001 - last resort: report an internal error with its traceback
+    except Exception:  # last resort: report an internal error with its traceback, exit 1
         log.exception("internal error; please report it with the log above")
         return 1
 

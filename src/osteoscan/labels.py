@@ -53,7 +53,7 @@ class VertebraLevel(IntEnum):
         return "sacral"
 
     @classmethod
-    def from_name(cls, name: str) -> "VertebraLevel":
+    def from_name(cls, name: str) -> VertebraLevel:
         """Parse 'L1', 'l1', 'S', 'sacrum'; raise ValueError naming the accepted names."""
         key = name.strip().upper()
         if key in ("S", "S1", "SACRUM"):

@@ -150,7 +150,7 @@ class StudyResult:
         return text
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudyResult":
+    def from_dict(cls, d: dict[str, Any]) -> StudyResult:
         def vert(v: dict[str, Any]) -> VertebraResult:
             v = dict(v)
             v["heights_mm"] = Heights(**v.get("heights_mm") or {})
@@ -189,7 +189,7 @@ class StudyResult:
         )
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "StudyResult":
+    def from_json(cls, path: str | Path) -> StudyResult:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 

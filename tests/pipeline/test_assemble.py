@@ -6,10 +6,10 @@ import numpy as np
 
 from osteoscan.io import CTVolume, Provenance, affine_from_spacing
 from osteoscan.labels import VertebraLevel, VertebraPart
+from osteoscan.pipeline.assemble import assemble_result
 from osteoscan.pipeline.config import PatientInfo
 from osteoscan.pipeline.grid import Grid
 from osteoscan.pipeline.stages import BmdPrediction, VertebraSegment, build_canvas
-from osteoscan.pipeline.assemble import assemble_result
 from osteoscan.result import AcrCategory, FractureShape
 
 SPACING = (1.0, 1.0, 1.0)

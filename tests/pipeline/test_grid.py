@@ -16,7 +16,7 @@ def test_centered_grid_puts_its_centre_on_the_point() -> None:
 
 def test_sample_recovers_a_linear_ramp_on_a_finer_offset_grid() -> None:
     src_aff = affine_from_spacing((3.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0))
-    k, j, i = np.indices((20, 30, 30)).astype(np.float32)
+    k, _j, _i = np.indices((20, 30, 30)).astype(np.float32)
     # value = LPS z (axis 0 points to +z with 3 mm slices)
     src = (k * 3.0).astype(np.float32)
     target = centered_grid(np.array([20.0, 25.0, 30.0]), (10, 10, 10), (1.0, 1.0, 1.0), np.eye(3)[:, [2, 1, 0]])

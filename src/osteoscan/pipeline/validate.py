@@ -73,8 +73,8 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
 def format_markdown(r: ValidationReport) -> str:
     p = r.phantom
     lines = [
-        f"Phantom cohort `{r.cohort}` ({r.cases} cases, {len(p['failures'])} failed), "
-        f"back-end {' / '.join(r.runtime)}, {r.seconds:.0f} s in all.",
+        (f"Phantom cohort `{r.cohort}` ({r.cases} cases, {len(p['failures'])} failed), "
+        f"back-end {' / '.join(r.runtime)}, {r.seconds:.0f} s in all."),
         "",
         "| metric | value | target |",
         "|---|---|---|",
