@@ -91,7 +91,9 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     logits = sliding_window_inference(
         lambda batch: coarse.infer(batch)["logits"],
         image,
-        patch_size=coarse_window(low.shape, tuple(spec.patch_size), spec.size_divisor),
+        # always the training patch: the network's instance normalisation makes its output depend on
+        # the window, and whole-scan windows (faster) mislabelled L2/L3 on ts_example (Dice 0.8 -> 0)
+        patch_size=tuple(spec.patch_size),
         overlap=0.25,
         size_divisor=spec.size_divisor,
     )
@@ -110,27 +112,6 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
         grid=Grid(low.shape, low.affine),
         notes=tuple(getattr(decoded, "notes", ())),
     )
-
-
-#: Largest volume (voxels, after padding) the coarse model runs on in one window. The model is fully
-#: convolutional: one pass over the whole scan avoids the overlap and the padding of partial
-#: windows (a 3 mm chest-abdomen-pelvis CT is ~8 M voxels; activations then take ~1-2 GB).
-MAX_SINGLE_WINDOW_VOXELS = 12_000_000
-
-
-def coarse_window(shape: tuple[int, ...], patch: tuple[int, ...], divisor: int) -> tuple[int, ...]:
-    """Window size for the coarse model on a volume of ``shape``.
-
-    The whole (divisor-padded) volume when it fits ``MAX_SINGLE_WINDOW_VOXELS``; otherwise windows
-    spanning the whole axial plane, tiled along z only (in-plane tiling of a 3 mm scan would cost
-    four windows for a field of view a few voxels wider than the training patch).
-    """
-    padded = tuple(-(-n // divisor) * divisor for n in shape)
-    if np.prod(padded, dtype=np.float64) <= MAX_SINGLE_WINDOW_VOXELS:
-        return padded
-    plane = padded[1] * padded[2]
-    z = max(divisor, min(padded[0], (MAX_SINGLE_WINDOW_VOXELS // plane) // divisor * divisor, patch[0] * 2))
-    return (z, *padded[1:])
 
 
 def levels_for_fine_model(
