@@ -450,6 +450,21 @@ def genant_grade(
     return GenantAssessment(grade, shape if grade > 0 else FractureShape.NONE, 100.0 * loss)
 
 
+def _joint_crop(
+    a: np.ndarray, b: np.ndarray, frame0: Frame
+) -> tuple[np.ndarray, np.ndarray, Frame] | None:
+    """Both masks as float fields cropped (2-voxel margin, zero-padded) to their joint bounding box,
+    with the frame of that crop; None when either mask is empty."""
+    both = crop_to_mask(a | b, margin=2)
+    if both is None or not a.any() or not b.any():
+        return None
+    _, lo = both
+    hi = lo + np.asarray(both[0].shape)
+    sl = tuple(slice(max(x, 0), y) for x, y in zip(lo, hi))
+    pad = [(max(-x, 0), max(y - n, 0)) for x, y, n in zip(lo, hi, a.shape)]
+    return np.pad(a[sl].astype(np.float32), pad), np.pad(b[sl].astype(np.float32), pad), frame0.shifted(lo)
+
+
 def disc_height(
     upper_body_mask: np.ndarray,
     lower_body_mask: np.ndarray,
@@ -468,17 +483,10 @@ def disc_height(
     low = check_mask(lower_body_mask, "lower_body_mask")
     if up.shape != low.shape:
         raise ValueError(f"upper and lower body masks differ in shape: {up.shape} vs {low.shape}")
-    frame0 = Frame.from_geometry(spacing_or_affine)
-    both = crop_to_mask(up | low, margin=2)
-    if both is None or not up.any() or not low.any():
+    crop = _joint_crop(up, low, Frame.from_geometry(spacing_or_affine))
+    if crop is None:
         return None
-    _, lo = both
-    hi = lo + np.asarray(both[0].shape)
-    sl = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
-    pad = [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(lo, hi, up.shape)]
-    fu = np.pad(up[sl].astype(np.float32), pad)
-    fl = np.pad(low[sl].astype(np.float32), pad)
-    frame = frame0.shifted(lo)
+    fu, fl, frame = crop
     cu = frame.to_mm(np.argwhere(fu > 0.5).mean(axis=0))
     cl = frame.to_mm(np.argwhere(fl > 0.5).mean(axis=0))
     d = float(np.linalg.norm(cu - cl))
@@ -635,17 +643,10 @@ def plate_below(
     target = check_mask(target_mask, "target_mask")
     if guide.shape != target.shape:
         raise ValueError(f"guide and target masks differ in shape: {guide.shape} vs {target.shape}")
-    frame0 = Frame.from_geometry(spacing_or_affine)
-    both = crop_to_mask(guide | target, margin=2)
-    if both is None or not guide.any() or not target.any():
+    crop = _joint_crop(guide, target, Frame.from_geometry(spacing_or_affine))
+    if crop is None:
         return None
-    _, lo = both
-    hi = lo + np.asarray(both[0].shape)
-    sl = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
-    pad = [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(lo, hi, guide.shape)]
-    fg = np.pad(guide[sl].astype(np.float32), pad)
-    ft = np.pad(target[sl].astype(np.float32), pad)
-    frame = frame0.shifted(lo)
+    fg, ft, frame = crop
     pts = mask_points_mm(fg > 0.5, frame)
     if len(pts) < 4:
         return None

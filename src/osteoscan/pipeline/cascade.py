@@ -47,7 +47,7 @@ class Cascade:
 
         loaded = {}
         for name in MODEL_NAMES:
-            spec = get_spec(name, weights_dir=config.weights_dir) if config.weights_dir else get_spec(name)
+            spec = get_spec(name, weights_dir=config.weights_dir)
             session = create_session(
                 spec, backend=config.backend, device=config.device, precision=config.precision
             )
