@@ -83,11 +83,13 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     from osteoscan.io import resample
     from osteoscan.models.preprocess import normalise_hu
     from osteoscan.models.spine_decoding import decode_spine
+    from osteoscan.pipeline.body_crop import embed_scores, inplane_window
     from osteoscan.runtime import sliding_window_inference
 
     spec = coarse.spec
     low = resample(volume, tuple(spec.input_spacing_mm), order=1)
-    image = normalise_hu(low.array, spec)[None]  # (C=1, D, H, W)
+    window = inplane_window(low.array, spec.patch_size)
+    image = normalise_hu(low.array[window], spec)[None]  # (C=1, D, H, W)
     logits = sliding_window_inference(
         lambda batch: coarse.infer(batch)["logits"],
         image,
@@ -97,6 +99,7 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
         overlap=0.25,
         size_divisor=spec.size_divisor,
     )
+    logits = embed_scores(logits, window, low.array.shape)
     decoded = decode_spine(logits, low.affine)
     detected = tuple(
         DetectedLevel(
