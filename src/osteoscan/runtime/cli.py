@@ -3,6 +3,7 @@
 * ``list``      shipped models, user-imported models, int8 artifacts and the back-ends/devices here
 * ``export``    a model's OpenVINO IR (fp32, or fp16 weights) to a folder, for deployments that ship IR
 * ``quantize``  NNCF int8 calibrated on phantom cases run through the fp32 pipeline stages
+* ``gate``      the pipeline-level accuracy gate of int8 artifacts, stored in their spec
 * ``verify``    sha256 + parity of every back-end available here against PyTorch fp32 (or ORT)
 * ``import``    bring your own model (ONNX, TorchScript, OpenVINO IR, TF SavedModel, Paddle)
 """
@@ -13,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-HELP = "list, export, quantize, verify and import models (bring your own model)"
+HELP = "list, export, quantize, gate, verify and import models (bring your own model)"
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--seed", type=int, default=None, help="first phantom seed (default: the calibration seeds)")
     q.add_argument("--out", type=Path, default=None, help="output folder (default: the user model folder)")
     q.add_argument("--weights-dir", type=Path, default=None, help="fp32 models to quantise (default: the shipped weights)")
+    g = sub.add_parser("gate", help="accuracy gate of int8 artifacts, measured by the pipeline on phantom cases")
+    g.add_argument("name", nargs="+", help="model name(s), or 'all' (each is swapped to int8 alone)")
+    g.add_argument("--cases", type=int, default=8, help="validation-cohort phantom cases (default 8)")
+    g.add_argument("--artifact-dir", type=Path, default=None,
+                   help="folder of the <name>.int8.* artifacts (default: the user model folder)")
+    g.add_argument("--cohort", default="validation", help="phantom cohort (default: validation, held out from calibration)")
+    g.add_argument("--weights-dir", type=Path, default=None, help="fp32 models (default: the shipped weights)")
+    g.add_argument("--no-write", action="store_true", help="print the figures without storing them in the specs")
+    g.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     v = sub.add_parser("verify", help="sha256 and cross-back-end parity of models")
     v.add_argument("name", nargs="*", help="model names (default: all shipped and user models)")
     v.add_argument("--backends", default="openvino,onnxruntime,torch")
@@ -54,7 +64,7 @@ def _config(args: argparse.Namespace):  # -> RuntimeConfig
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
-    action = {"list": _list, "export": _export, "quantize": _quantize, "verify": _verify, "import": _import}
+    action = {"list": _list, "export": _export, "quantize": _quantize, "gate": _gate, "verify": _verify, "import": _import}
     return action[args.models_command](args, config)
 
 
@@ -135,6 +145,27 @@ def _quantize(args: argparse.Namespace, config) -> int:
         print(f"{name}: int8 artifact {res.xml} ({res.size_bytes / 1e6:.1f} MB, {len(inputs[name])} calibration samples, {res.seconds:.1f} s)")
     print("int8 is accepted for screening only after the pipeline's accuracy gate (docs/runtime.md)")
     return 0
+
+
+def _gate(args: argparse.Namespace, config) -> int:
+    """Exit 0 when every named artifact passed, 1 otherwise (the figures are stored either way)."""
+    import json
+
+    from osteoscan.models.registry import MODEL_NAMES
+    from osteoscan.runtime.int8_gate import format_gate_table, measure_gates, write_gate
+
+    names = list(MODEL_NAMES) if args.name == ["all"] else args.name
+    folder = args.artifact_dir or config.model_dir
+    reports = measure_gates(names, folder, cases=args.cases, cohort=args.cohort, weights_dir=args.weights_dir)
+    if not args.no_write:
+        for r in reports.values():
+            log.info("gate of %s written to %s", r.name, write_gate(folder, r))
+    if args.json is not None:
+        args.json.write_text(json.dumps({n: r.to_gate() for n, r in reports.items()}, indent=2) + "\n")
+    print(format_gate_table(reports))
+    for r in reports.values():
+        print(f"{r.name}: {'PASSED' if r.passed else 'FAILED'} ({r.why})")
+    return 0 if all(r.passed for r in reports.values()) else 1
 
 
 def _verify(args: argparse.Namespace, config) -> int:
