@@ -35,20 +35,38 @@ class CachedCase:
         return self.folder / "truth.json"
 
 
-def ensure_cohort(name: str, cache_dir: Path | None = None, limit: int | None = None) -> list[CachedCase]:
-    """The cases of cohort ``name`` (first ``limit``), generating the missing ones."""
-    from osteoscan.phantom.cohort import case_subject, load_cohort
-    from osteoscan.phantom.generate import generate_case
-    from osteoscan.phantom.writers import save_case
+def ensure_cohort(
+    name: str, cache_dir: Path | None = None, limit: int | None = None, jobs: int = 1
+) -> list[CachedCase]:
+    """The cases of cohort ``name`` (first ``limit``), generating the missing ones in ``jobs`` processes."""
+    from osteoscan.phantom.cohort import load_cohort
 
     root = (cache_dir or default_cache_dir()) / name
     cases = load_cohort(name)[:limit]
-    out = []
-    for i, c in enumerate(cases):
-        cached = CachedCase(c.case_id, root / c.case_id)
-        if not cached.truth_path.is_file():
-            log.info("generating %s (%d/%d) into %s", c.case_id, i + 1, len(cases), cached.folder)
-            case = generate_case(c.seed, c.preset, spacing_mm=c.spacing_mm, subject=case_subject(c))
-            save_case(case, cached.folder, "dicom")
-        out.append(cached)
+    out = [CachedCase(c.case_id, root / c.case_id) for c in cases]
+    missing = [(c, cached) for c, cached in zip(cases, out) if not cached.truth_path.is_file()]
+    if missing:
+        log.info("generating %d of %d cases of cohort %s into %s (%d processes)", len(missing), len(cases), name, root, jobs)
+    if jobs > 1 and len(missing) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for case_id in pool.map(_generate, [c for c, _ in missing], [f.folder for _, f in missing]):
+                log.info("generated %s", case_id)
+    else:
+        for c, cached in missing:
+            _generate(c, cached.folder)
+            log.info("generated %s", c.case_id)
     return out
+
+
+def _generate(cohort_case: object, folder: Path) -> str:
+    """Generate one cohort case as DICOM + truth.json (a top-level function: runs in worker processes)."""
+    from osteoscan.phantom.cohort import case_subject
+    from osteoscan.phantom.generate import generate_case
+    from osteoscan.phantom.writers import save_case
+
+    c = cohort_case
+    case = generate_case(c.seed, c.preset, spacing_mm=c.spacing_mm, subject=case_subject(c))  # type: ignore[attr-defined]
+    save_case(case, folder, "dicom")
+    return str(c.case_id)  # type: ignore[attr-defined]
