@@ -126,3 +126,49 @@ def test_empty_volume_gives_no_vertebrae() -> None:
     probs[0] = 1
     out = decode_spine(probs, _affine())
     assert out.vertebrae == () and not out.level_map.any()
+
+
+def _lumbar_column_with_mislabelled_arch(bridge: bool) -> tuple[np.ndarray, dict[V, float]]:
+    """L1..L5 + sacrum whose L4 has a posterior arch voted "L5" (as on the real ts_example scan).
+
+    The arch sits behind L4's body at L4's axial level and touches it; with ``bridge`` a thin strip of
+    "L5" voxels joins it to the L5 body, so that the raw "L5" region is one component longer than
+    1.8 vertebra steps, which the decoder splits (the arch then comes off as its own piece).
+    """
+    levels = [V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs, centres = _column(levels, shape_yx=(36, 24))
+    p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+    p[0], p[int(V.L5)] = 0.1, 0.9
+    z4, z5 = int(round(centres[V.L4])), int(round(centres[V.L5]))
+    probs[:, z4 - 4: z4 + 7, 18:28, 9:15] = p[:, None, None, None]  # L4's arch, voted L5
+    if bridge:
+        probs[:, z5 - 3: z4 - 4, 18:20, 11:13] = p[:, None, None, None]
+    return probs, centres
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_an_arch_voted_as_the_next_level_stays_with_its_own_vertebra(bridge: bool) -> None:
+    probs, centres = _lumbar_column_with_mislabelled_arch(bridge)
+    out = decode_spine(probs, _affine())
+    by_level = {v.level: v for v in out.vertebrae}
+    assert [v.level for v in out.vertebrae] == [V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    # L5 is the L5 body (not the arch beside L4): its centroid is at L5's axial level
+    assert abs(by_level[V.L5].centroid_index[0] - centres[V.L5]) < 2.0
+    # the arch went back to L4 (same axial level, touching): L4 keeps its axial centre
+    assert abs(by_level[V.L4].centroid_index[0] - centres[V.L4]) < 1.5
+    assert by_level[V.L4].mask_bbox[1][1] >= 27  # reaches the arch's posterior end
+
+
+def test_a_separate_structure_at_the_same_level_is_not_merged() -> None:
+    """Touching is required: an untouching lateral blob at L3's level stays a separate candidate."""
+    levels = [V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs, centres = _column(levels, shape_yx=(24, 40))
+    z3 = int(round(centres[V.L3]))
+    p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+    p[0], p[int(V.L4)] = 0.1, 0.9
+    probs[:, z3 - 3: z3 + 4, 8:16, 30:38] = p[:, None, None, None]  # 13 voxels lateral: not touching
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    l3 = next(v for v in out.vertebrae if v.level is V.L3)
+    assert l3.mask_bbox[2][1] <= 17  # the blob was not pulled into L3
+    assert any("dropped" in n for n in out.notes)

@@ -7,7 +7,8 @@ one. This decoder turns the scores into one labelled instance per vertebra:
 1. softmax (if given logits) and argmax;
 2. candidates = connected components of each level's argmax region (small fragments are absorbed
    into the candidate they touch, or dropped); candidates whose centroids are closer than half a
-   vertebra are merged, and over-long candidates (two vertebrae under one label) are split;
+   vertebra, or that touch and lie at the same axial level (a body and its arch), are merged, and
+   over-long candidates (two vertebrae under one label) are split, then merged again;
 3. a Viterbi search assigns each candidate, ordered cranial to caudal, a strictly increasing
    position in the anatomical sequence C7, T1..T12, L1..L5, [L6], sacrum. Its score is the sum of
    each candidate's mean log-probability for the assigned level (thoracic levels carry the rib
@@ -132,6 +133,9 @@ def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
     cands = _candidates(argmax, probs, voxel_mm3)
     cands = _merge_close(cands, probs, spacing)
     cands = _split_long(cands, argmax.shape, probs, spacing)
+    # a split can cut a vertebra's arch off a mislabelled neighbour (ts_example: L4's arch inside
+    # the coarse "L5" component): give such pieces back to the vertebra at their axial level
+    cands = _merge_close(cands, probs, spacing)
     # cranial (large z index) first
     cands.sort(key=lambda c: -c.centroid[0])
     assignment, variant_notes = _assign_levels(cands, spacing)
@@ -247,7 +251,19 @@ def _expected_step_for(cand: _Candidate) -> float:
 
 
 def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray) -> list[_Candidate]:
-    """Merge candidates whose centroids are closer than half a vertebra (one vertebra, two labels)."""
+    """Merge candidates that are one vertebra under two labels.
+
+    Two rules, both "closer than ``MERGE_FRACTION`` of a vertebra step":
+
+    * the centroids are that close in 3-D (one body split between two labels);
+    * the candidates touch and are that close along the body axis (axis 0): vertebrae are stacked
+      cranio-caudally, so two touching pieces at the same axial level are one vertebra's body and
+      its posterior arch (or one side of it), however far apart antero-posteriorly. On
+      ts_example the coarse model labelled L4's arch "L5" and the sequence decoder then gave that
+      arch, not the real L5 body, the level L5 (see docs/VALIDATION.md). Consecutive vertebrae stay
+      apart: even at the lumbosacral junction's ~45 degree tilt their axial distance is ~0.7 of a step.
+      The sacrum is never merged with a vertebra this way (L5 sits in front of its upper part).
+    """
     if len(cands) < 2:
         return cands
     shape = probs.shape[1:]
@@ -257,15 +273,43 @@ def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray
         merged = False
         cands.sort(key=lambda c: -c.centroid[0])
         for i in range(len(cands) - 1):
-            a, b = cands[i], cands[i + 1]
-            dist = float(np.linalg.norm((a.centroid - b.centroid) * spacing))
-            limit = MERGE_FRACTION * min(_expected_step_for(a), _expected_step_for(b))
-            if dist < limit:
-                cands[i] = _make_candidate(np.concatenate([a.mask_index, b.mask_index]), shape, probs_flat)
-                del cands[i + 1]
-                merged = True
+            for j in range(i + 1, len(cands)):
+                a, b = cands[i], cands[j]
+                limit = MERGE_FRACTION * min(_expected_step_for(a), _expected_step_for(b))
+                axial = abs(float(a.centroid[0] - b.centroid[0])) * float(spacing[0])
+                if axial >= limit:
+                    break  # sorted by axis 0: every later candidate is further away axially
+                dist = float(np.linalg.norm((a.centroid - b.centroid) * spacing))
+                same_level = dist < limit or (
+                    not (_is_sacrum(a) or _is_sacrum(b)) and _touch(a, b, shape)
+                )
+                if same_level:
+                    cands[i] = _make_candidate(np.concatenate([a.mask_index, b.mask_index]), shape, probs_flat)
+                    del cands[j]
+                    merged = True
+                    break
+            if merged:
                 break
     return cands
+
+
+def _is_sacrum(c: _Candidate) -> bool:
+    return int(np.argmax(c.mean_prob[1:]) + 1) == int(VertebraLevel.SACRUM)
+
+
+def _touch(a: _Candidate, b: _Candidate, shape: tuple[int, ...]) -> bool:
+    """Whether two candidates share a face (6-connectivity), checked in the smaller one's box."""
+    small, big = (a, b) if a.voxel_count <= b.voxel_count else (b, a)
+    coords = np.unravel_index(small.mask_index, shape)
+    lo = [max(int(c.min()) - 1, 0) for c in coords]
+    hi = [min(int(c.max()) + 2, n) for c, n in zip(coords, shape)]
+    m = np.zeros(tuple(h - l for l, h in zip(lo, hi)), dtype=bool)
+    m[tuple(c - l for c, l in zip(coords, lo))] = True
+    ring = ndimage.binary_dilation(m, structure=ndimage.generate_binary_structure(3, 1)) & ~m
+    ring_flat = np.ravel_multi_index(
+        tuple(r + l for r, l in zip(np.nonzero(ring), lo)), shape
+    )
+    return bool(np.isin(ring_flat, big.mask_index, assume_unique=False).any())
 
 
 def _split_long(
