@@ -139,7 +139,7 @@ def _lumbar_column_with_mislabelled_arch(bridge: bool) -> tuple[np.ndarray, dict
     probs, centres = _column(levels, shape_yx=(36, 24))
     p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
     p[0], p[int(V.L5)] = 0.1, 0.9
-    z4, z5 = int(round(centres[V.L4])), int(round(centres[V.L5]))
+    z4, z5 = round(centres[V.L4]), round(centres[V.L5])
     probs[:, z4 - 4: z4 + 7, 18:28, 9:15] = p[:, None, None, None]  # L4's arch, voted L5
     if bridge:
         probs[:, z5 - 3: z4 - 4, 18:20, 11:13] = p[:, None, None, None]
@@ -163,7 +163,7 @@ def test_a_separate_structure_at_the_same_level_is_not_merged() -> None:
     """Touching is required: an untouching lateral blob at L3's level stays a separate candidate."""
     levels = [V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
     probs, centres = _column(levels, shape_yx=(24, 40))
-    z3 = int(round(centres[V.L3]))
+    z3 = round(centres[V.L3])
     p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
     p[0], p[int(V.L4)] = 0.1, 0.9
     probs[:, z3 - 3: z3 + 4, 8:16, 30:38] = p[:, None, None, None]  # 13 voxels lateral: not touching

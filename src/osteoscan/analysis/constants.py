@@ -111,3 +111,21 @@ MYOSTEATOSIS_HU_BMI_LT25_BELOW: Final[float] = 41.0
 MYOSTEATOSIS_HU_BMI_GE25_BELOW: Final[float] = 33.0
 #: The HU cut-offs above were defined at this tube voltage.
 REFERENCE_KVP: Final[float] = 120.0
+
+# --------------------------------------------------------------------------------------------------
+# Segmentation-quality gate before Genant grading (osteoscan.analysis.segmentation_qc). Not clinical
+# thresholds: plausibility limits for a fine vertebra mask, set wide enough that a real fracture
+# passes (a Genant grade 3 loses > 40 % of body height, the whole vertebra incl. its arch keeps
+# roughly 0.6 of its volume) and a mask of the wrong structure does not.
+# --------------------------------------------------------------------------------------------------
+#: A vertebra's volume outside [LOW, HIGH] x the median of its measured neighbours' is not one vertebra.
+QC_VOLUME_RATIO_RANGE: Final[tuple[float, float]] = (0.4, 2.5)
+#: At most this fraction of a fine mask may lie on another level's (or the sacrum's) coarse region
+#: AND exceed the fraction on its own level: beyond it the crop segmented a neighbour.
+QC_MAX_FOREIGN_COARSE_FRACTION: Final[float] = 0.30
+#: At most this fraction of a fine mask may overlap a neighbouring level's fine mask (the same bone
+#: segmented twice: adjacent vertebrae only touch at their facet joints and end-plate rims).
+QC_MAX_OVERLAP_FRACTION: Final[float] = 0.25
+#: The largest connected piece must hold at least this fraction of the fine prediction (a vertebra is
+#: one bone; a prediction in several large pieces is not a usable shape).
+QC_MIN_LARGEST_COMPONENT_FRACTION: Final[float] = 0.70

@@ -201,7 +201,7 @@ def _candidates(argmax: np.ndarray, probs: np.ndarray, voxel_mm3: float) -> list
         region = argmax == level
         if not region.any():
             continue
-        lab, n = ndimage.label(region, structure=structure)
+        lab, _ = ndimage.label(region, structure=structure)
         objects = ndimage.find_objects(lab)
         for i, sl in enumerate(objects, start=1):
             if sl is None:

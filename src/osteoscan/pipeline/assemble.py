@@ -14,6 +14,7 @@ import numpy as np
 from osteoscan import __version__
 from osteoscan.analysis import composition as comp
 from osteoscan.analysis import intervertebral as iv
+from osteoscan.analysis import segmentation_qc as sqc
 from osteoscan.analysis import vertebral as vb
 from osteoscan.io import CTVolume
 from osteoscan.labels import Tissue, VertebraLevel
@@ -71,7 +72,7 @@ def assemble_result(
     else:
         not_reported["bmd_calibrated_mg_cm3"] = "no L3 slice with air and visceral fat references"
 
-    vertebrae = _vertebra_results(segments, bmd, canvas, calibration, prov.kvp, not_reported)
+    vertebrae = _vertebra_results(segments, bmd, canvas, calibration, prov.kvp, not_reported, warnings)
     by_level = {v.level: v for v in vertebrae}
     discs = _disc_results(segments, canvas)
     lordosis = None
@@ -181,13 +182,17 @@ def _vertebra_results(
     calibration: object | None,
     kvp: float | None,
     not_reported: dict[str, str],
+    warnings: list[str],
 ) -> tuple[VertebraResult, ...]:
     bmd_by_level = {b.level: b for b in bmd}
+    implausible = _implausible_masks(segments, canvas)
     centroids = {s.level: s.grid.index_to_lps(np.argwhere(s.body).mean(axis=0)) for s in segments if s.body.any()}
     heights: dict[VertebraLevel, Heights] = {}
     for seg in segments:
         if seg.complete and canvas is not None:
-            neighbours = [centroids[lv] for lv in _neighbour_levels(seg.level) if lv in centroids]
+            neighbours = [
+                centroids[lv] for lv in _neighbour_levels(seg.level) if lv in centroids and lv not in implausible
+            ]
             heights[seg.level] = iv.vertebral_heights(
                 canvas.body_mask(seg.level), canvas.grid.affine, neighbour_centroids_mm=neighbours or None
             )
@@ -211,8 +216,17 @@ def _vertebra_results(
             else None
         )
         h = heights.get(seg.level, Heights())
-        neighbour_h = [heights[lv] for lv in _neighbour_levels(seg.level) if lv in heights]
-        genant = iv.genant_grade(h, neighbour_h or None)
+        # an implausible mask's heights are no reference for its neighbours either
+        neighbour_h = [
+            heights[lv] for lv in _neighbour_levels(seg.level) if lv in heights and lv not in implausible
+        ]
+        genant = None
+        if seg.level in implausible:
+            why = "; ".join(implausible[seg.level])
+            not_reported[f"vertebrae.{name}.genant_grade"] = f"segmentation implausible: {why}"
+            warnings.append(f"{name}: no fracture grade, the segmentation is implausible ({why})")
+        else:
+            genant = iv.genant_grade(h, neighbour_h or None)
         results.append(
             VertebraResult(
                 level=name,
@@ -233,6 +247,41 @@ def _vertebra_results(
             )
         )
     return tuple(results)
+
+
+def _implausible_masks(
+    segments: tuple[VertebraSegment, ...], canvas: SpineCanvas | None
+) -> dict[VertebraLevel, tuple[str, ...]]:
+    """Complete vertebrae whose fine mask fails the segmentation-quality gate, with the reasons."""
+    volumes = {
+        s.level: float(s.vertebra.sum()) * float(np.prod(s.grid.spacing)) / 1000.0 for s in segments if s.complete
+    }
+    own = {s.level: dict(s.coarse_fractions).get(s.level, 0.0) for s in segments}
+    overlap = {} if canvas is None else dict(canvas.overlap)
+    out: dict[VertebraLevel, tuple[str, ...]] = {}
+    for seg in segments:
+        if not seg.complete:
+            continue
+        # two masks on one bone overlap each other equally; the copy is the one the coarse model
+        # less agrees with, so the overlap counts against a mask only when an overlapping
+        # neighbour has more coarse support for its own level
+        shared = [
+            frac for (lv, other), frac in overlap.items()
+            if lv is seg.level and own.get(other, 0.0) > own[seg.level]
+        ]
+        evidence = sqc.MaskEvidence(
+            level=seg.level.name,
+            volume_ml=volumes[seg.level],
+            neighbour_volumes_ml=[volumes[lv] for lv in _neighbour_levels(seg.level) if lv in volumes],
+            coarse_fractions={lv.name: f for lv, f in seg.coarse_fractions},
+            overlap_fraction=max(shared, default=0.0),
+            largest_component_fraction=seg.largest_component_fraction,
+            touches_axial_crop_face=seg.touches_axial_crop_face,
+        )
+        reasons = sqc.implausibility_reasons(evidence)
+        if reasons:
+            out[seg.level] = reasons
+    return out
 
 
 def _neighbour_levels(level: VertebraLevel) -> list[VertebraLevel]:

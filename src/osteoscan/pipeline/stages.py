@@ -7,8 +7,9 @@ or mutated between stages. The order in which they run is written down once, in
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,10 @@ class VertebraSegment:
     parts: np.ndarray  # uint8 VertebraPart per crop voxel
     ct: np.ndarray  # float32 HU sampled on the crop grid
     complete: bool  # the vertebra lies fully inside the scanned field of view
+    # evidence for the segmentation-quality gate (osteoscan.analysis.segmentation_qc)
+    coarse_fractions: tuple[tuple[VertebraLevel, float], ...] = ()  # mask fraction per coarse level
+    largest_component_fraction: float = 1.0  # of the raw fine foreground
+    touches_axial_crop_face: bool = False  # reaches the crop's first or last axial slice
 
     @property
     def body(self) -> np.ndarray:
@@ -173,7 +178,8 @@ def segment_vertebrae(
     logits = fine.infer(batch)["logits"]
     segments = []
     for d, g, ct, lg in zip(levels, grids, cts, logits):
-        parts = _largest_component_parts(np.argmax(lg, axis=0).astype(np.uint8))
+        raw = np.argmax(lg, axis=0).astype(np.uint8)
+        parts = _largest_component_parts(raw)
         if not parts.any():
             log.warning("the fine model found no %s inside its crop; level dropped", d.level.name)
             continue
@@ -181,8 +187,30 @@ def segment_vertebrae(
         # touching the edge of the field of view (one voxel margin) = cut vertebra
         near_outside = ndimage.binary_dilation(~inside, iterations=2)
         complete = not bool(np.any(near_outside & (parts > 0))) and not d.touches_border
-        segments.append(VertebraSegment(level=d.level, grid=g, parts=parts, ct=ct, complete=complete))
+        fg = parts > 0
+        segments.append(
+            VertebraSegment(
+                level=d.level,
+                grid=g,
+                parts=parts,
+                ct=ct,
+                complete=complete,
+                coarse_fractions=_coarse_fractions(localisation, g, fg),
+                largest_component_fraction=float(fg.sum()) / float(max(int(np.count_nonzero(raw)), 1)),
+                touches_axial_crop_face=bool(fg[0].any() or fg[-1].any()),
+            )
+        )
     return tuple(segments)
+
+
+def _coarse_fractions(
+    localisation: SpineLocalisation, grid: Grid, mask: np.ndarray
+) -> tuple[tuple[VertebraLevel, float], ...]:
+    """Fraction of a fine mask on each level of the coarse level map (which level it really is)."""
+    coarse = sample(localisation.level_map, localisation.grid.affine, grid, order=0, cval=0)
+    counts = np.bincount(coarse[mask].astype(np.int64), minlength=1)
+    n = max(int(mask.sum()), 1)
+    return tuple((VertebraLevel(i), float(c) / n) for i, c in enumerate(counts) if i > 0 and c > 0)
 
 
 def _largest_component_parts(parts: np.ndarray) -> np.ndarray:
@@ -203,6 +231,9 @@ class SpineCanvas:
     labels: np.ndarray  # uint16
     ct: np.ndarray  # float32 HU on the same grid
     grid: Grid
+    #: (level, other) -> fraction of level's fine mask that other's fine mask covers too (levels at
+    #: most two apart: only those can reach each other)
+    overlap: dict[tuple[VertebraLevel, VertebraLevel], float] = field(default_factory=dict)
 
     def body_mask(self, level: VertebraLevel) -> np.ndarray:
         return self.labels == BODY_OFFSET + int(level)
@@ -217,14 +248,20 @@ def build_canvas(volume: CTVolume, segments: tuple[VertebraSegment, ...]) -> Spi
     spacing = segments[0].grid.spacing
     grid = union_grid([s.grid for s in segments], spacing, volume.direction)  # type: ignore[arg-type]
     labels = np.zeros(grid.shape, dtype=np.uint16)
+    pasted_masks = []
     for seg in segments:
         enc = np.zeros(seg.parts.shape, dtype=np.uint16)
         enc[seg.parts == VertebraPart.BODY] = BODY_OFFSET + int(seg.level)
         enc[seg.parts == VertebraPart.POSTERIOR] = POSTERIOR_OFFSET + int(seg.level)
         pasted = sample(enc, seg.grid.affine, grid, order=0, cval=0)
         labels = np.where((pasted > 0) & (labels == 0), pasted, labels)
+        pasted_masks.append(pasted > 0)
+    overlap = {}
+    for (a, ma), (b, mb) in itertools.permutations(zip(segments, pasted_masks), 2):
+        if a.level is not b.level and abs(int(a.level) - int(b.level)) <= 2:
+            overlap[(a.level, b.level)] = float((ma & mb).sum()) / max(int(ma.sum()), 1)
     ct = sample(volume.array, volume.affine, grid, order=1, cval=OUTSIDE_HU)
-    return SpineCanvas(labels=labels, ct=ct, grid=grid)
+    return SpineCanvas(labels=labels, ct=ct, grid=grid, overlap=overlap)
 
 
 def labels_on_ct_grid(volume: CTVolume, canvas: SpineCanvas | None) -> np.ndarray:
