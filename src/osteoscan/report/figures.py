@@ -21,6 +21,7 @@ from osteoscan.io import CTVolume
 from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.report import constants as C
 from osteoscan.report.content import CM2, MG_CM3, bmd_color, fmt
+from osteoscan.report.levels import nonzero_box
 from osteoscan.result import StudyResult, VertebraResult
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ def spread_labels(positions: list[float], min_gap: float) -> list[float]:
 def _spine_path(lvl: np.ndarray) -> np.ndarray:
     """Left-right column index of the spine on each axial slice (follows scoliosis), smoothed."""
     n_slices, _, n_cols = lvl.shape
-    counts = np.count_nonzero(lvl, axis=1)  # (slices, cols)
+    counts = np.zeros((n_slices, n_cols), dtype=np.intp)  # labelled voxels per (slice, column)
+    box = nonzero_box(lvl)
+    if box is not None:  # counted within the labelled box only: the rest of the grid is zero
+        counts[box[0], box[2]] = np.count_nonzero(lvl[box], axis=1)
     total = counts.sum(axis=1)
     cols = np.arange(n_cols)
     have = total > 0

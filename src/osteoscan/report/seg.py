@@ -128,6 +128,22 @@ def _in_source_orientation(
     return reorient_array(seg, affine, codes_)
 
 
+def _crop_to_labelled_frames(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames (axis 0) from the first to the last with a segment, with the affine moved to match.
+
+    Empty frames are omitted from seg.dcm anyway; handing highdicom only the labelled run of frames
+    spares its per-frame source matching (quadratic in the number of frames: 1.2 s of 1.6 s for a
+    515-slice series) and the emptiness tests on the rest. The frames written are the same.
+    """
+    labelled = np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
+    if labelled.size == 0:
+        return array, affine
+    k0, k1 = int(labelled[0]), int(labelled[-1]) + 1
+    moved = np.array(affine, dtype=np.float64, copy=True)
+    moved[:3, 3] = moved[:3, 3] + moved[:3, 0] * k0
+    return array[k0:k1], moved
+
+
 def write_seg(
     path: Path,
     result: StudyResult,
@@ -181,6 +197,7 @@ def write_seg(
             )
         )
     array, affine = _in_source_orientation(seg, ct.affine, source_datasets)
+    array, affine = _crop_to_labelled_frames(array, affine)
     volume = hd.Volume(
         array=array,
         affine=affine,
