@@ -172,3 +172,47 @@ def test_a_separate_structure_at_the_same_level_is_not_merged() -> None:
     l3 = next(v for v in out.vertebrae if v.level is V.L3)
     assert l3.mask_bbox[2][1] <= 17  # the blob was not pulled into L3
     assert any("dropped" in n for n in out.notes)
+
+
+def _cut_at_top(levels: list[V], keep_above_centroid_of: V, extra_mm: float) -> np.ndarray:
+    """A column cut ``extra_mm`` above the centroid of ``keep_above_centroid_of`` (top slices removed).
+
+    As the coarse network does on a real scan (ts_example), the few slices of the cut vertebra's
+    cranial neighbour are voted as the cut vertebra, which therefore reaches the top face.
+    """
+    probs, centres = _column(levels, top_margin=0)
+    top = int(centres[keep_above_centroid_of] + extra_mm / SPACING)
+    probs = probs[:, : top + 1].copy()
+    cut = levels[levels.index(keep_above_centroid_of) - 1]
+    zc = round(centres[cut])
+    p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+    p[0], p[int(cut)] = 0.1, 0.9
+    probs[:, zc:, 6:18, 7:17] = p[:, None, None, None]
+    return probs
+
+
+def test_a_cut_t12_with_its_upper_end_plate_in_view_implies_a_t11_sliver() -> None:
+    levels = [V.T10, V.T11, V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    # the top of the scan lies 1.7 T12 steps above L1's centroid: T12 cut above its upper end plate
+    probs = _cut_at_top(levels, V.L1, 1.7 * _STEP_MM[V.T12])
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae][:3] == [V.T11, V.T12, V.L1]
+    t11 = out.vertebrae[0]
+    assert t11.touches_border and t11.voxel_count == 0 and t11.confidence == 0.0
+    assert t11.centroid_index[0] == probs.shape[1] - 1
+    assert not (out.level_map == int(V.T11)).any()  # never measured: no voxels of its own
+    assert any("T11 inferred at the cranial edge" in n for n in out.notes)
+
+
+def test_no_sliver_when_the_cut_is_below_the_upper_end_plate() -> None:
+    levels = [V.T11, V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs = _cut_at_top(levels, V.L1, 1.2 * _STEP_MM[V.T12])  # T12's upper end plate not in view
+    out = decode_spine(probs, _affine())
+    assert out.vertebrae[0].level is V.T12 and out.vertebrae[0].touches_border
+    assert not any("inferred" in n for n in out.notes)
+
+
+def test_no_sliver_when_the_top_vertebra_is_not_cut() -> None:
+    levels = [V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    out = decode_spine(_column(levels)[0], _affine())
+    assert [v.level for v in out.vertebrae] == levels

@@ -87,3 +87,34 @@ def test_a_fragmented_prediction_is_not_graded() -> None:
     result = _assemble(volume, segs)
     assert result.vertebra("L4").genant_grade is None
     assert "fragmented" in result.qc.not_reported["vertebrae.L4.genant_grade"]
+
+
+def test_a_sliver_inferred_at_the_edge_is_reported_incomplete_and_never_cropped() -> None:
+    from osteoscan.pipeline.config import DEFAULT_FINE_LEVELS
+    from osteoscan.pipeline.stages import (
+        DetectedLevel,
+        SpineLocalisation,
+        levels_for_fine_model,
+        sliver_levels,
+    )
+
+    volume, segs = _spine(duplicate_l4_as_l5=False)
+    level_map = np.zeros((8, 8, 8), dtype=np.uint8)
+    for i, lv in enumerate((V.L3, V.L4, V.L5)):
+        level_map[2 * i : 2 * i + 2] = int(lv)
+    detected = tuple(
+        DetectedLevel(level=lv, centroid_lps_mm=np.array([0.0, 0.0, float(-10 * i)]), touches_border=lv is V.L2)
+        for i, lv in enumerate((V.L2, V.L3, V.L4, V.L5))
+    )
+    loc = SpineLocalisation(detected=detected, level_map=level_map, grid=Grid((8, 8, 8), np.eye(4)))
+    assert sliver_levels(loc) == {V.L2}
+    assert [d.level for d in levels_for_fine_model(loc, DEFAULT_FINE_LEVELS, all_levels=False)] == [V.L3, V.L4, V.L5]
+    result = assemble_result(
+        volume=volume, localisation=loc, segments=segs, bmd=(), canvas=build_canvas(volume, segs),
+        tissue_slice=None, patient=PatientInfo(), notes=(), models=(), runtime=("openvino", "CPU", "fp32"),
+        timings={},
+    )
+    assert [v.level for v in result.vertebrae] == ["L2", "L3", "L4", "L5"]
+    l2 = result.vertebra("L2")
+    assert l2 is not None and not l2.complete and l2.heights_mm.posterior is None and l2.genant_grade is None
+    assert "sliver" in result.qc.not_reported["vertebrae.L2"]

@@ -45,6 +45,12 @@ _STEP_MM: dict[VertebraLevel, float] = {
 }
 #: L5 (or L6) centroid to sacrum-component centroid.
 _STEP_TO_SACRUM_MM = 45.0
+#: A cut vertebra at the cranial edge implies its cranial neighbour is in view (a sliver) when the
+#: edge lies at least this many steps above the centroid of the vertebra below the cut one: one step
+#: to the cut vertebra's centroid, half a step more to its upper end plate, where the cranial
+#: neighbour's inferior end plate and its inferior articular and spinous processes (which reach down
+#: beside the cut vertebra's upper half) begin.
+CRANIAL_SLIVER_STEPS = 1.5
 
 #: Components smaller than this (mm3) are fragments, not vertebra candidates (a T1 is ~15 cm3).
 MIN_CANDIDATE_MM3 = 1500.0
@@ -168,13 +174,67 @@ def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
                 raw_level=VertebraLevel(int(np.argmax(cand.mean_prob[1:]) + 1)),
             )
         )
-    relabelled = [v for v in out if v.level != v.raw_level]
+    sliver = _cranial_sliver(out, shape, affine, spacing, best_sequence_has_l6=VertebraLevel.L6 in assignment)
+    if sliver is not None:
+        out.insert(0, sliver)
+        notes.append(
+            f"{sliver.level.name} inferred at the cranial edge of the scan: {out[1].level.name} is cut there "
+            f"and the edge lies above its upper end plate, so only a sliver of {sliver.level.name} is in "
+            "view (reported as incomplete, not measured)"
+        )
+    relabelled = [v for v in out if v.level != v.raw_level and v.voxel_count > 0]
     if relabelled:
         notes.append(
             "relabelled by the sequence decoder: "
             + ", ".join(f"{v.raw_level.name}->{v.level.name}" for v in relabelled)
         )
     return SpineDecoding(vertebrae=tuple(out), level_map=level_map, notes=tuple(notes))
+
+
+def _cranial_sliver(
+    out: list[DetectedVertebra],
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    spacing: np.ndarray,
+    best_sequence_has_l6: bool,
+) -> DetectedVertebra | None:
+    """The cranial neighbour of a vertebra cut by the top of the scan, when anatomy says it is in view.
+
+    The coarse network cannot label a few-slice sliver (on ts_example it gives T11's three slices
+    T12 or background), so the sequence is extended by one level when: the most cranial decoded
+    vertebra touches the cranial face of the volume, the vertebra below it is its sequence
+    neighbour, and the cranial face lies at least ``CRANIAL_SLIVER_STEPS`` steps above that lower
+    vertebra's centroid. The sliver has no voxels of its own (it is never measured); its centroid is
+    where the cut vertebra's mask meets the cranial face.
+    """
+    if len(out) < 2:
+        return None
+    top, below = out[0], out[1]
+    seq = L6_SEQUENCE if best_sequence_has_l6 else STANDARD_SEQUENCE
+    if top.level is VertebraLevel.SACRUM or top.level not in seq or seq.index(top.level) == 0:
+        return None
+    if top.mask_bbox[0][1] != shape[0] or below.level not in seq:
+        return None
+    if seq.index(below.level) != seq.index(top.level) + 1:
+        return None
+    edge_mm = (shape[0] - 0.5 - below.centroid_index[0]) * float(spacing[0])
+    if edge_mm < CRANIAL_SLIVER_STEPS * _step_mm(top.level):
+        return None
+    level = seq[seq.index(top.level) - 1]
+    (y0, y1), (x0, x1) = top.mask_bbox[1], top.mask_bbox[2]
+    centre = np.array([shape[0] - 1.0, (y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0])
+    lps = affine[:3, :3] @ centre + affine[:3, 3]
+    return DetectedVertebra(
+        level=level,
+        centroid_index=tuple(float(v) for v in centre),
+        centroid_lps_mm=tuple(float(v) for v in lps),
+        voxel_count=0,
+        volume_mm3=0.0,
+        touches_border=True,
+        mask_bbox=((shape[0] - 1, shape[0]), top.mask_bbox[1], top.mask_bbox[2]),
+        confidence=0.0,
+        raw_level=level,
+    )
 
 
 # ------------------------------------------------------------------------------ candidates

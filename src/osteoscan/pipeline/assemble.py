@@ -73,6 +73,8 @@ def assemble_result(
         not_reported["bmd_calibrated_mg_cm3"] = "no L3 slice with air and visceral fat references"
 
     vertebrae = _vertebra_results(segments, bmd, canvas, calibration, prov.kvp, not_reported, warnings)
+    if localisation is not None:
+        vertebrae = _with_slivers(vertebrae, localisation, not_reported)
     by_level = {v.level: v for v in vertebrae}
     discs = _disc_results(segments, canvas)
     lordosis = None
@@ -247,6 +249,28 @@ def _vertebra_results(
             )
         )
     return tuple(results)
+
+
+def _with_slivers(
+    vertebrae: tuple[VertebraResult, ...], localisation: SpineLocalisation, not_reported: dict[str, str]
+) -> tuple[VertebraResult, ...]:
+    """Add the levels inferred at the scan's edge (in view as a sliver only) as incomplete vertebrae."""
+    from osteoscan.pipeline.stages import sliver_levels
+
+    by_level = {d.level: d for d in localisation.detected}
+    added = []
+    for level in sorted(sliver_levels(localisation), key=int):
+        if any(v.level == level.name for v in vertebrae):
+            continue
+        not_reported[f"vertebrae.{level.name}"] = (
+            "only a sliver at the edge of the scan (inferred from the level sequence): not measured"
+        )
+        added.append(
+            VertebraResult(level=level.name, complete=False, centroid_lps_mm=_tuple(by_level[level].centroid_lps_mm))
+        )
+    if not added:
+        return vertebrae
+    return tuple(sorted((*added, *vertebrae), key=lambda v: int(VertebraLevel.from_name(v.level))))
 
 
 def _implausible_masks(

@@ -124,13 +124,22 @@ def levels_for_fine_model(
     """Which detected vertebrae get the fine model.
 
     The default set; every vertebra when asked; and every vertebra when no lumbar level is in view
-    (a chest CT: thoracic BMD and fractures are then all there is to report).
+    (a chest CT: thoracic BMD and fractures are then all there is to report). A level inferred from
+    the sequence without voxels of its own (a sliver at the edge of the scan) has nothing to crop.
     """
-    vertebrae = [d for d in localisation.detected if d.level is not VertebraLevel.SACRUM]
+    vertebrae = [
+        d for d in localisation.detected if d.level is not VertebraLevel.SACRUM and d.level not in sliver_levels(localisation)
+    ]
     lumbar_in_view = any(d.level.region == "lumbar" for d in vertebrae)
     if all_levels or not lumbar_in_view:
         return tuple(vertebrae)
     return tuple(d for d in vertebrae if d.level in default_levels)
+
+
+def sliver_levels(localisation: SpineLocalisation) -> frozenset[VertebraLevel]:
+    """Detected levels with no voxels on the coarse map: inferred slivers at the scan's edge."""
+    present = set(np.unique(localisation.level_map).tolist())
+    return frozenset(d.level for d in localisation.detected if int(d.level) not in present)
 
 
 # ---------------------------------------------------------------------------- fine segmentation
