@@ -318,7 +318,7 @@ def _write_dicom(
         with paths.timed("seg"):
             paths["seg"] = outdir / "seg.dcm"
             segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets, boxes)
-            seg_ds = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
+            seg_ds = segments.dataset
     if "sr" in wanted:
         with paths.timed("sr"):
             paths["sr"] = outdir / "sr.dcm"

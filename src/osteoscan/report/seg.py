@@ -35,10 +35,12 @@ TISSUE_ORDER: tuple[Tissue, ...] = (Tissue.MUSCLE, Tissue.SAT, Tissue.VAT, Tissu
 
 @dataclass(frozen=True)
 class SegmentInfo:
-    """Where each level/tissue went: segment numbers, for the SR's references."""
+    """Where each level/tissue went: segment numbers, for the SR's references, and the written object
+    (the SR's evidence: the same dataset that is in seg.dcm, without reading the file back)."""
 
     levels: dict[str, int]  # "L1" -> segment number
     tissues: dict[Tissue, int]
+    dataset: pydicom.Dataset | None = None
 
 
 def _algorithm(result: StudyResult, family_name: str) -> hd.AlgorithmIdentificationSequence:
@@ -225,4 +227,5 @@ def write_seg(
     return SegmentInfo(
         levels={level.name: n for n, level in enumerate(levels, start=1)},
         tissues={t: len(levels) + 1 + i for i, t in enumerate(tissues)},
+        dataset=obj,
     )
