@@ -89,3 +89,26 @@ def test_chest_ct_reports_thoracic_levels_and_says_lumbar_not_covered(pipeline, 
     assert thoracic, "a chest CT must still report thoracic vertebrae"
     written = json.loads((tmp_path / "chest" / "result.json").read_text())
     assert written["qc"]["lumbar_covered"] is False
+
+
+#: Minimum Dice with TotalSegmentator's masks on ts_example for the levels the pipeline measures
+#: (measured 0.75-0.89 after the decoder fixes of issue #5; a floor, not the target of 0.80 for all).
+TS_EXAMPLE_MIN_DICE = 0.70
+
+
+def test_ts_example_labels_t11_to_l5(pipeline, realct: Path, tmp_path: Path) -> None:
+    """Issue #5's real-scan acceptance: T11 (a sliver at the top edge) .. L5, no level absorbed."""
+    from osteoscan.pipeline.validation import dice, level_mask, reference_labels_canonical
+
+    screening = pipeline.screen_path(realct / "ts_example" / "ct.nii.gz")
+    result = screening.result
+    assert [v.level for v in result.vertebrae] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"], result.qc
+    # T11 and T12 are cut by the top of the scan: labelled, not measured
+    assert [v.level for v in result.vertebrae if not v.complete] == ["T11", "T12"]
+    ref = reference_labels_canonical(realct)
+    ts_ids = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27}
+    for level, ts_id in ts_ids.items():
+        d = dice(level_mask(screening.labels, level), ref == ts_id)
+        assert d is not None and d >= TS_EXAMPLE_MIN_DICE, f"{level}: Dice {d:.2f} with TotalSegmentator"
+    # no severe (grade 2-3) fracture is reported on this scan (TotalSegmentator flags none either)
+    assert all((v.genant_grade or 0) < 2 for v in result.vertebrae)
