@@ -57,12 +57,22 @@ class OutputPaths(dict[str, Path]):
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
-        t0, c0 = time.perf_counter(), time.process_time()
+        """Add the wall and CPU time of the block to ``step``; CPU is the calling thread's own (steps run
+        on several threads at once, so process CPU would count the others' too)."""
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.timings_s[step] = self.timings_s.get(step, 0.0) + time.perf_counter() - t0
-            self.cpu_s[step] = self.cpu_s.get(step, 0.0) + time.process_time() - c0
+            self.cpu_s[step] = self.cpu_s.get(step, 0.0) + time.thread_time() - c0
+
+    def merge(self, other: OutputPaths) -> None:
+        """Add the files, skips and times of ``other`` (written elsewhere, e.g. in a child process)."""
+        self.update(other)
+        self.skipped.update(other.skipped)
+        for step, seconds in other.timings_s.items():
+            self.timings_s[step] = self.timings_s.get(step, 0.0) + seconds
+            self.cpu_s[step] = self.cpu_s.get(step, 0.0) + other.cpu_s.get(step, 0.0)
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped[name] = reason
@@ -174,30 +184,46 @@ def write_outputs(
             paths["json"] = outdir / "result.json"
             result.to_json(paths["json"])
 
-    from osteoscan.report.levels import nonzero_box
+    from osteoscan.report.levels import level_boxes, level_map, nonzero_box
+    from osteoscan.report.parallel import ForkedCall
 
-    with paths.timed("label_box"):
+    with paths.timed("level_map"):
         box = nonzero_box(labels)
+        lvl = level_map(labels, box)
+        boxes = level_boxes(lvl, box)
+    dicom_source = _dicom_source(paths, wanted, source_datasets)
+    # seg.dcm + sr.dcm (highdicom) in a forked child while this process draws the figures, meshes and
+    # documents: both sides are GIL-bound Python, so a thread would not run them side by side. Forked
+    # before the NIfTI thread starts, so that the child is a copy of a single-threaded writer.
+    seg_sr: ForkedCall[OutputPaths] | None = None
+    if dicom_source is not None and wanted & {"seg", "sr"}:
+        seg_sr = ForkedCall(_write_seg_sr, wanted, result, ct, lvl, boxes, tissue, outdir, dicom_source,
+                            name="osteoscan-seg-sr")
     # labels.nii.gz is mostly gzip time, which releases the GIL: write it on a second thread while the
     # figures, meshes and DICOM objects are made (2-core edge boxes gain its whole duration).
     nifti_job: Future[Path] | None = None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="osteoscan-nifti")
-    if wanted & {"nifti", "seg"}:
-        from osteoscan.io import write_nifti
-
-        nifti_job = pool.submit(
-            lambda: write_nifti(_in_nifti_order(labels, box), ct.affine, outdir / "labels.nii.gz")
-        )
-        if tissue is not None and slice_index is not None:
-            paths["tissue_nifti"] = write_nifti(
-                tissue.astype(np.uint8)[None], _slice_affine(ct, slice_index), outdir / "tissue_L3.nii.gz"
-            )
-        else:
-            paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
     try:
-        _write_rest(paths, wanted, result, ct, labels, box, tissue, outdir, source_datasets)
-    finally:
-        pool.shutdown(wait=True)  # on an error too: never leave a half-written file being written
+        if wanted & {"nifti", "seg"}:
+            from osteoscan.io import write_nifti
+
+            nifti_job = pool.submit(
+                lambda: write_nifti(_in_nifti_order(labels, box), ct.affine, outdir / "labels.nii.gz")
+            )
+            if tissue is not None and slice_index is not None:
+                paths["tissue_nifti"] = write_nifti(
+                    tissue.astype(np.uint8)[None], _slice_affine(ct, slice_index), outdir / "tissue_L3.nii.gz"
+                )
+            else:
+                paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
+        _write_rest(paths, wanted, result, ct, lvl, boxes, tissue, outdir, source_datasets, dicom_source)
+        if seg_sr is not None:
+            with paths.timed("seg+sr (wait)"):
+                paths.merge(seg_sr.result())  # re-raises the child's error, if any
+    finally:  # on an error too: never leave a half-written file being written
+        if seg_sr is not None:
+            seg_sr.close()
+        pool.shutdown(wait=True)
     if nifti_job is not None:
         with paths.timed("nifti (wait)"):
             paths["labels_nifti"] = nifti_job.result()  # re-raises the writer's error, if any
@@ -214,28 +240,25 @@ def _write_rest(
     wanted: set[str],
     result: StudyResult,
     ct: CTVolume,
-    labels: np.ndarray,
-    box: tuple[slice, ...] | None,
+    lvl: np.ndarray,
+    boxes: list[tuple[slice, ...] | None],
     tissue: np.ndarray | None,
     outdir: Path,
     source_datasets: Sequence[pydicom.Dataset] | None,
+    dicom_source: Sequence[pydicom.Dataset] | None,
 ) -> None:
-    """Everything but the label NIfTI: figures, meshes, HTML/PDF, DICOM objects. ``box``: the
-    non-zero box of ``labels`` (:func:`osteoscan.report.levels.nonzero_box`)."""
+    """Figures, meshes, HTML/PDF, the Encapsulated PDF and the SC images (not the NIfTI maps, SEG, SR).
+
+    ``lvl``/``boxes``: the level map and its ``find_objects``; ``dicom_source``: the usable source
+    instances (:func:`_dicom_source`), None when DICOM outputs are not written.
+    """
     from osteoscan.report import content as content_mod
     from osteoscan.report import figures, mesh
     from osteoscan.report.identity import identity_from_datasets
-    from osteoscan.report.levels import level_boxes, level_map
 
     comp = result.composition
     slice_index = comp.slice_index if comp is not None else None
-    dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
     images: dict[str, bytes | None] = {"sagittal": None, "axial": None, "chart": None, "render": None}
-    lvl = boxes = None
-    if wanted & {"html", "pdf", "sc", "mesh"} or (source_datasets is not None and "seg" in wanted):
-        with paths.timed("level_map"):
-            lvl = level_map(labels, box)
-            boxes = level_boxes(lvl, box)
     if wanted & {"html", "pdf", "sc"}:
         with paths.timed("figures"):
             images["sagittal"] = figures.sagittal_png(ct, lvl, result)
@@ -275,54 +298,79 @@ def _write_rest(
 
         with paths.timed("pdf"):
             paths["pdf"] = render_pdf(outdir / "report.pdf", result, content, info, images)
+    if dicom_source is not None and wanted & {"pdf", "sc"}:
+        from osteoscan.report.dicom_common import no_phi_warnings
 
-    if dicom_wanted:
-        if source_datasets is None:
-            for name in dicom_wanted:
-                paths.skip(name, NOT_DICOM)
-        else:
-            from osteoscan.report.dicom_common import no_phi_warnings
-
-            with no_phi_warnings():
-                _write_dicom(paths, wanted, result, ct, lvl, boxes, tissue, outdir, source_datasets, images)
+        with no_phi_warnings():
+            _write_dicom_documents(paths, wanted, outdir, dicom_source, images)
 
 
-def _write_dicom(
-    paths: OutputPaths,
+def _dicom_source(
+    paths: OutputPaths, wanted: set[str], source_datasets: Sequence[pydicom.Dataset] | None
+) -> list[pydicom.Dataset] | None:
+    """The source series the DICOM outputs reference (one dataset per instance), or None (each
+    DICOM output asked for is then recorded as skipped, with the reason)."""
+    from osteoscan.report.dicom_common import check_source, unique_instances
+
+    dicom_wanted = sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else [])
+    if not dicom_wanted:
+        return None
+    if source_datasets is None:
+        for name in dicom_wanted:
+            paths.skip(name, NOT_DICOM)
+        return None
+    try:
+        check_source(source_datasets)
+    except OsteoscanError as exc:
+        for name in dicom_wanted:
+            paths.skip(name, f"source series unusable for DICOM outputs: {exc}")
+        return None
+    return unique_instances(source_datasets)
+
+
+def _write_seg_sr(
     wanted: set[str],
     result: StudyResult,
     ct: CTVolume,
     lvl: np.ndarray,
-    boxes: list,
+    boxes: list[tuple[slice, ...] | None],
     tissue: np.ndarray | None,
+    outdir: Path,
+    source_datasets: Sequence[pydicom.Dataset],
+) -> OutputPaths:
+    """seg.dcm, then sr.dcm (which references the SEG's segments when there is one); returns what it
+    wrote (run in a child process: see :class:`osteoscan.report.parallel.ForkedCall`)."""
+    from osteoscan.report.dicom_common import no_phi_warnings
+    from osteoscan.report.seg import write_seg
+    from osteoscan.report.sr import write_sr
+
+    paths = OutputPaths()
+    seg_ds = segments = None
+    with no_phi_warnings():
+        if "seg" in wanted and not any(b is not None for b in boxes) and tissue is None:
+            paths.skip("seg", "nothing segmented: no vertebra in the label map and no tissue map")
+        elif "seg" in wanted:
+            with paths.timed("seg"):
+                paths["seg"] = outdir / "seg.dcm"
+                segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets, boxes)
+                seg_ds = segments.dataset
+        if "sr" in wanted:
+            with paths.timed("sr"):
+                paths["sr"] = outdir / "sr.dcm"
+                write_sr(paths["sr"], result, source_datasets, seg_ds, segments)
+    return paths
+
+
+def _write_dicom_documents(
+    paths: OutputPaths,
+    wanted: set[str],
     outdir: Path,
     source_datasets: Sequence[pydicom.Dataset],
     images: dict[str, bytes | None],
 ) -> None:
-    from osteoscan.report.dicom_common import check_source, unique_instances
+    """The Encapsulated PDF and the Secondary Capture key images."""
     from osteoscan.report.dicom_docs import write_encapsulated_pdf, write_secondary_captures
-    from osteoscan.report.seg import write_seg
-    from osteoscan.report.sr import write_sr
 
-    try:
-        check_source(source_datasets)
-    except OsteoscanError as exc:
-        for name in sorted(wanted & {"seg", "sr", "sc"}) + (["pdf_dicom"] if "pdf" in wanted else []):
-            paths.skip(name, f"source series unusable for DICOM outputs: {exc}")
-        return
-    source_datasets = unique_instances(source_datasets)
-    seg_ds = segments = None
-    if "seg" in wanted and not any(b is not None for b in boxes) and tissue is None:
-        paths.skip("seg", "nothing segmented: no vertebra in the label map and no tissue map")
-    elif "seg" in wanted:
-        with paths.timed("seg"):
-            paths["seg"] = outdir / "seg.dcm"
-            segments = write_seg(paths["seg"], result, ct, lvl, tissue, source_datasets, boxes)
-            seg_ds = segments.dataset
-    if "sr" in wanted:
-        with paths.timed("sr"):
-            paths["sr"] = outdir / "sr.dcm"
-            write_sr(paths["sr"], result, source_datasets, seg_ds, segments)
     if "pdf" in wanted:
         with paths.timed("pdf_dicom"):
             paths["pdf_dicom"] = outdir / "report_pdf.dcm"
