@@ -216,3 +216,24 @@ def test_no_sliver_when_the_top_vertebra_is_not_cut() -> None:
     levels = [V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
     out = decode_spine(_column(levels)[0], _affine())
     assert [v.level for v in out.vertebrae] == levels
+
+
+def test_a_long_thin_process_is_not_split_off_as_a_vertebra() -> None:
+    """A spinous process reaching far down makes T12's region over-long; its tip is no vertebra."""
+    levels = [V.T10, V.T11, V.T12, V.L1, V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs, centres = _column(levels, shape_yx=(30, 24))
+    p = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+    p[0], p[int(V.T12)] = 0.1, 0.9
+    z12, z1 = round(centres[V.T12]), round(centres[V.L1])
+    # a 2x2-voxel process, joined to T12's body at T12's level, running down behind (not touching)
+    # the L1 body to below L1's centre: the region is then over 1.8 steps long and gets cut, and
+    # the piece below the cut (under 1.5 cm3) must not become a vertebra candidate
+    probs[:, z12 - 2: z12 + 1, 18:20, 11:13] = p[:, None, None, None]
+    probs[:, z1 - 6: z12 + 1, 20:22, 11:13] = p[:, None, None, None]
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    t12 = next(v for v in out.vertebrae if v.level is V.T12)
+    assert abs(t12.centroid_index[0] - centres[V.T12]) < 2.5
+    # the tip stayed with T12: no fragment candidate was made (and then dropped, or worse, labelled)
+    assert not any("dropped" in n for n in out.notes), out.notes
+    assert t12.mask_bbox[0][0] == z1 - 6

@@ -117,4 +117,5 @@ def test_a_sliver_inferred_at_the_edge_is_reported_incomplete_and_never_cropped(
     assert [v.level for v in result.vertebrae] == ["L2", "L3", "L4", "L5"]
     l2 = result.vertebra("L2")
     assert l2 is not None and not l2.complete and l2.heights_mm.posterior is None and l2.genant_grade is None
+    assert l2.centroid_lps_mm is None  # its body is outside the scan: no centroid is claimed
     assert "sliver" in result.qc.not_reported["vertebrae.L2"]

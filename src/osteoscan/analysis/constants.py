@@ -118,10 +118,12 @@ REFERENCE_KVP: Final[float] = 120.0
 # passes (a Genant grade 3 loses > 40 % of body height, the whole vertebra incl. its arch keeps
 # roughly 0.6 of its volume) and a mask of the wrong structure does not.
 # --------------------------------------------------------------------------------------------------
-#: A vertebra's volume outside [LOW, HIGH] x the median of its measured neighbours' is not one vertebra.
-QC_VOLUME_RATIO_RANGE: Final[tuple[float, float]] = (0.4, 2.5)
+#: A vertebra more than this many times the median volume of its plausible neighbours holds more
+#: than one vertebra. No lower limit: a crushed vertebra (phantom grade 3 down to ~0.35x) is small.
+QC_MAX_VOLUME_RATIO: Final[float] = 2.5
 #: At most this fraction of a fine mask may lie on another level's (or the sacrum's) coarse region
-#: AND exceed the fraction on its own level: beyond it the crop segmented a neighbour.
+#: AND exceed the fraction on its own level, when that other level has no fine mask of its own:
+#: beyond it the crop segmented a neighbour.
 QC_MAX_FOREIGN_COARSE_FRACTION: Final[float] = 0.30
 #: At most this fraction of a fine mask may overlap a neighbouring level's fine mask (the same bone
 #: segmented twice: adjacent vertebrae only touch at their facet joints and end-plate rims).

@@ -8,12 +8,16 @@ model segmented L4 again, and the few voxels left of "L5" graded 3 (docs/VALIDAT
 
 The checks use evidence that a true fracture does not produce, so they do not hide real fractures:
 
-* the mask lies mostly on another level's (or the sacrum's) region of the coarse level map;
+* the mask lies mostly on another level's (or the sacrum's) region of the coarse level map and that
+  level has no fine mask of its own (when it has one and the two masks do not overlap, they are two
+  bones and the coarse map is what is wrong: on the phantom the coarse model gives a crushed
+  vertebra to its neighbour's region, and the fracture must still be graded);
 * it overlaps a neighbouring level's fine mask (one bone segmented twice);
 * the fine prediction was in several large pieces (a vertebra is one bone);
 * it touches the crop's cranial or caudal face (the crop is about twice a vertebra's height and
   centred on it, so a mask reaching both ways out of it is more than one vertebra);
-* its volume is far from its measured neighbours' (limits wide enough for a grade-3 crush).
+* its volume is more than 2.5x its plausible neighbours' (two vertebrae). A small volume is no
+  reason: that is what a crush fracture looks like.
 
 A failed check means "no grade" with the reason, never a changed grade.
 """
@@ -28,8 +32,8 @@ import numpy as np
 from osteoscan.analysis.constants import (
     QC_MAX_FOREIGN_COARSE_FRACTION,
     QC_MAX_OVERLAP_FRACTION,
+    QC_MAX_VOLUME_RATIO,
     QC_MIN_LARGEST_COMPONENT_FRACTION,
-    QC_VOLUME_RATIO_RANGE,
 )
 
 
@@ -45,13 +49,14 @@ class MaskEvidence:
     overlap_fraction: float = 0.0  # on other levels' fine masks
     largest_component_fraction: float = 1.0  # of the raw fine prediction
     touches_axial_crop_face: bool = False
+    segmented_levels: frozenset[str] = frozenset()  # levels that have a fine mask of their own
 
 
 def implausibility_reasons(e: MaskEvidence) -> tuple[str, ...]:
     """Why the mask is not a plausible single vertebra of its level (empty when it is)."""
     reasons: list[str] = []
     own = float(e.coarse_fractions.get(e.level, 0.0))
-    foreign = {k: v for k, v in e.coarse_fractions.items() if k != e.level}
+    foreign = {k: v for k, v in e.coarse_fractions.items() if k != e.level and k not in e.segmented_levels}
     if foreign:
         other, frac = max(foreign.items(), key=lambda kv: kv[1])
         if frac > QC_MAX_FOREIGN_COARSE_FRACTION and frac > own:
@@ -69,7 +74,6 @@ def implausibility_reasons(e: MaskEvidence) -> tuple[str, ...]:
         reasons.append("the mask reaches the cranial or caudal face of its crop (more than one vertebra)")
     if e.neighbour_volumes_ml:
         ref = float(np.median(e.neighbour_volumes_ml))
-        lo, hi = QC_VOLUME_RATIO_RANGE
-        if ref > 0 and not lo * ref <= e.volume_ml <= hi * ref:
+        if ref > 0 and e.volume_ml > QC_MAX_VOLUME_RATIO * ref:
             reasons.append(f"volume {e.volume_ml:.1f} ml vs {ref:.1f} ml for its neighbours")
     return tuple(reasons)

@@ -392,7 +392,10 @@ def _split_long(
         lo, hi = n // 4, max(n // 4 + 1, 3 * n // 4)
         cut = zmin + lo + int(np.argmin(counts[lo:hi]))
         upper, lower = c.mask_index[z > cut], c.mask_index[z <= cut]
-        if upper.size and lower.size:
+        # both halves must be vertebra-sized: a cut that only trims off a process tip (a spinous
+        # process reaching down past the disc) would make a fragment a "vertebra" candidate
+        min_vox = MIN_CANDIDATE_MM3 / float(np.prod(spacing))
+        if upper.size >= min_vox and lower.size >= min_vox:
             out.append(_make_candidate(upper, shape, probs_flat))
             out.append(_make_candidate(lower, shape, probs_flat))
         else:

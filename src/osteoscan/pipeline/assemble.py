@@ -257,7 +257,6 @@ def _with_slivers(
     """Add the levels inferred at the scan's edge (in view as a sliver only) as incomplete vertebrae."""
     from osteoscan.pipeline.stages import sliver_levels
 
-    by_level = {d.level: d for d in localisation.detected}
     added = []
     for level in sorted(sliver_levels(localisation), key=int):
         if any(v.level == level.name for v in vertebrae):
@@ -265,9 +264,8 @@ def _with_slivers(
         not_reported[f"vertebrae.{level.name}"] = (
             "only a sliver at the edge of the scan (inferred from the level sequence): not measured"
         )
-        added.append(
-            VertebraResult(level=level.name, complete=False, centroid_lps_mm=_tuple(by_level[level].centroid_lps_mm))
-        )
+        # no centroid: its body lies outside the scan (the decoder's point on the edge is not it)
+        added.append(VertebraResult(level=level.name, complete=False, centroid_lps_mm=None))
     if not added:
         return vertebrae
     return tuple(sorted((*added, *vertebrae), key=lambda v: int(VertebraLevel.from_name(v.level))))
@@ -282,29 +280,36 @@ def _implausible_masks(
     }
     own = {s.level: dict(s.coarse_fractions).get(s.level, 0.0) for s in segments}
     overlap = {} if canvas is None else dict(canvas.overlap)
+    segmented = frozenset(s.level.name for s in segments)
     out: dict[VertebraLevel, tuple[str, ...]] = {}
-    for seg in segments:
-        if not seg.complete:
-            continue
-        # two masks on one bone overlap each other equally; the copy is the one the coarse model
-        # less agrees with, so the overlap counts against a mask only when an overlapping
-        # neighbour has more coarse support for its own level
-        shared = [
-            frac for (lv, other), frac in overlap.items()
-            if lv is seg.level and own.get(other, 0.0) > own[seg.level]
-        ]
-        evidence = sqc.MaskEvidence(
-            level=seg.level.name,
-            volume_ml=volumes[seg.level],
-            neighbour_volumes_ml=[volumes[lv] for lv in _neighbour_levels(seg.level) if lv in volumes],
-            coarse_fractions={lv.name: f for lv, f in seg.coarse_fractions},
-            overlap_fraction=max(shared, default=0.0),
-            largest_component_fraction=seg.largest_component_fraction,
-            touches_axial_crop_face=seg.touches_axial_crop_face,
-        )
-        reasons = sqc.implausibility_reasons(evidence)
-        if reasons:
-            out[seg.level] = reasons
+    # first every check but volume, then volume against the neighbours that passed them
+    for volume_pass in (False, True):
+        for seg in segments:
+            if not seg.complete:
+                continue
+            # two masks on one bone overlap each other equally; the copy is the one the coarse model
+            # less agrees with, so the overlap counts against a mask only when an overlapping
+            # neighbour has more coarse support for its own level
+            shared = [
+                frac for (lv, other), frac in overlap.items()
+                if lv is seg.level and own.get(other, 0.0) > own[seg.level]
+            ]
+            neighbours = [
+                volumes[lv] for lv in _neighbour_levels(seg.level) if lv in volumes and lv not in out
+            ] if volume_pass else []
+            evidence = sqc.MaskEvidence(
+                level=seg.level.name,
+                volume_ml=volumes[seg.level],
+                neighbour_volumes_ml=neighbours,
+                coarse_fractions={lv.name: f for lv, f in seg.coarse_fractions},
+                overlap_fraction=max(shared, default=0.0),
+                largest_component_fraction=seg.largest_component_fraction,
+                touches_axial_crop_face=seg.touches_axial_crop_face,
+                segmented_levels=segmented,
+            )
+            reasons = sqc.implausibility_reasons(evidence)
+            if reasons and (not volume_pass or seg.level not in out):
+                out[seg.level] = reasons
     return out
 
 
