@@ -90,7 +90,7 @@ def test_pipeline_uses_only_gated_untampered_artifacts(tiny3d, rt_config, smooth
     choice = select_gated_int8(base, (folder,))
     assert choice.source is not None and choice.source.native_precision == "int8" and "passed on 8" in choice.reason
     # altered IR: refused loudly, never skipped
-    xml, binp, js = int8_paths(folder, "tiny3d")
+    _xml, binp, js = int8_paths(folder, "tiny3d")
     data = bytearray(binp.read_bytes())
     data[-1] ^= 0xFF
     binp.write_bytes(bytes(data))

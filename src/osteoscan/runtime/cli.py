@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--out", type=Path, default=None, help="output folder (default: the user model folder)")
     q.add_argument("--weights-dir", type=Path, default=None, help="fp32 models to quantise (default: the shipped weights)")
     g = sub.add_parser("gate", help="accuracy gate of int8 artifacts, measured by the pipeline on phantom cases")
-    g.add_argument("name", nargs="+", help="model name(s), or 'all' (each is swapped to int8 alone)")
+    g.add_argument("name", nargs="*", help="model name(s), or 'all' (each is swapped to int8 alone)")
+    g.add_argument("--pipeline", action="store_true",
+                   help="instead: the pipeline at --precision int8 (every gated artifact at once) vs auto; stores nothing")
     g.add_argument("--cases", type=int, default=8, help="validation-cohort phantom cases (default 8)")
     g.add_argument("--artifact-dir", type=Path, default=None,
                    help="folder of the <name>.int8.* artifacts (default: the user model folder)")
@@ -72,7 +74,7 @@ def _list(args: argparse.Namespace, config) -> int:
     from osteoscan.errors import ModelError
     from osteoscan.models.registry import MODEL_NAMES, get_spec
     from osteoscan.runtime.devices import inventory
-    from osteoscan.runtime.int8 import Int8Spec
+    from osteoscan.runtime.int8 import Int8Spec, gate_verdict
     from osteoscan.runtime.model_source import WEIGHTS_DIR
     from osteoscan.runtime.user_models import list_user_models
 
@@ -95,7 +97,8 @@ def _list(args: argparse.Namespace, config) -> int:
         for js in sorted(folder.glob("*.int8.json")) if folder.is_dir() else []:
             s = Int8Spec.load(js)
             found = True
-            lines.append(f"  {s.name:<15} {s.version:<14} base {s.base_sha256[:12]}  {js.parent}")
+            why = gate_verdict(s.gate)[1]
+            lines.append(f"  {s.name:<15} {s.version:<14} base {s.base_sha256[:12]}  {js.parent}  gate: {why}")
     if not found:
         lines.append("  none")
     inv = inventory()
@@ -151,13 +154,27 @@ def _gate(args: argparse.Namespace, config) -> int:
     """Exit 0 when every named artifact passed, 1 otherwise (the figures are stored either way)."""
     import json
 
+    from osteoscan.errors import InputError
     from osteoscan.models.registry import MODEL_NAMES
-    from osteoscan.runtime.int8_gate import format_gate_table, measure_gates, write_gate
+    from osteoscan.runtime.int8_gate import (
+        format_gate_table,
+        measure_gates,
+        measure_int8_pipeline,
+        write_gate,
+    )
 
     names = list(MODEL_NAMES) if args.name == ["all"] else args.name
     folder = args.artifact_dir or config.model_dir
-    reports = measure_gates(names, folder, cases=args.cases, cohort=args.cohort, weights_dir=args.weights_dir)
-    if not args.no_write:
+    if args.pipeline:
+        if names:
+            raise InputError("gate --pipeline measures the int8 pipeline as shipped/installed; give no model names")
+        report = measure_int8_pipeline(cases=args.cases, cohort=args.cohort, weights_dir=args.weights_dir)
+        reports = {report.name: report}
+    elif not names:
+        raise InputError("gate: name the model(s) to gate (or 'all'), or give --pipeline")
+    else:
+        reports = measure_gates(names, folder, cases=args.cases, cohort=args.cohort, weights_dir=args.weights_dir)
+    if not args.no_write and not args.pipeline:
         for r in reports.values():
             log.info("gate of %s written to %s", r.name, write_gate(folder, r))
     if args.json is not None:

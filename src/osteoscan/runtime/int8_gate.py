@@ -187,6 +187,13 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def _pipeline_config(weights_dir: str | Path | None, device: str, precision: str) -> Any:
+    from osteoscan.pipeline.config import PipelineConfig
+
+    return PipelineConfig(backend="openvino", device=device, precision=precision, outputs=("json",),
+                          weights_dir=Path(weights_dir) if weights_dir is not None else None)
+
+
 def measure_gates(
     names: Sequence[str],
     artifact_dir: str | Path,
@@ -204,31 +211,45 @@ def measure_gates(
         ModelError: an artifact missing, stale or altered. InputError: a cohort case without truth labels.
     """
     from osteoscan.models.registry import get_spec
-    from osteoscan.pipeline import stages
     from osteoscan.pipeline.cascade import MODEL_NAMES, LoadedModel
-    from osteoscan.pipeline.cohorts import ensure_cohort
-    from osteoscan.pipeline.config import PipelineConfig
     from osteoscan.pipeline.screen import Pipeline
-    from osteoscan.pipeline.validation import PhantomErrors
     from osteoscan.runtime import create_session
     from osteoscan.runtime.model_source import ModelSource
 
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         raise InputError(f"gate: unknown model(s) {unknown}; the gate runs the cascade, so only {list(MODEL_NAMES)}")
-    t0 = time.perf_counter()
-    config = PipelineConfig(backend="openvino", device=device, precision=REFERENCE, outputs=("json",),
-                            weights_dir=Path(weights_dir) if weights_dir is not None else None)
-    reference = Pipeline(config)
-    candidates: dict[str, Pipeline] = {}
+    reference = Pipeline(_pipeline_config(weights_dir, device, REFERENCE))
+    candidates: dict[str, Any] = {}
     for name in names:
-        spec = get_spec(name, weights_dir=config.weights_dir)
+        spec = get_spec(name, weights_dir=reference.config.weights_dir)
         source, _ = load_int8_artifact(ModelSource.from_spec(spec), *int8_paths(Path(artifact_dir), name))
         session = create_session(source, backend="openvino", device=device, precision="int8")
         pipe = copy.copy(reference)  # shares the reference's warm sessions; only ``name`` is swapped
         pipe.cascade = reference.cascade.with_model(name, LoadedModel(spec=spec, session=session))
         candidates[name] = pipe
-    accs = {key: _Accumulator(errors=PhantomErrors()) for key in (REFERENCE, *names)}
+    return compare_with_reference(reference, candidates, cases=cases, cohort=cohort)
+
+
+def measure_int8_pipeline(*, cases: int = 8, cohort: str = GATE_COHORT, weights_dir: str | Path | None = None,
+                          device: str = "cpu") -> GateReport:
+    """The pipeline at ``precision="int8"`` (every gated artifact at once, the rest at auto) against
+    the pipeline at auto: the acceptance check of what ``osteoscan run --precision int8`` does."""
+    from osteoscan.pipeline.screen import Pipeline
+
+    reference = Pipeline(_pipeline_config(weights_dir, device, REFERENCE))
+    candidate = Pipeline(_pipeline_config(weights_dir, device, "int8"))
+    return compare_with_reference(reference, {"pipeline int8": candidate}, cases=cases, cohort=cohort)["pipeline int8"]
+
+
+def compare_with_reference(reference: Any, candidates: dict[str, Any], *, cases: int, cohort: str) -> dict[str, GateReport]:
+    """Score ``reference`` and every candidate Pipeline on the same cohort cases against the truth."""
+    from osteoscan.pipeline import stages
+    from osteoscan.pipeline.cohorts import ensure_cohort
+    from osteoscan.pipeline.validation import PhantomErrors
+
+    t0 = time.perf_counter()
+    accs = {key: _Accumulator(errors=PhantomErrors()) for key in (REFERENCE, *candidates)}
     chosen = ensure_cohort(cohort, limit=cases)
     for i, case in enumerate(chosen):
         labels_path = case.folder / "labels.nii.gz"
@@ -251,16 +272,15 @@ def measure_gates(
         log.info("gate case %d/%d %s: levels %s", i + 1, len(chosen), case.case_id, accs[REFERENCE].levels[-1])
     seconds = time.perf_counter() - t0
     reports = {}
-    for name in names:
+    for name, pipe in candidates.items():
         passed, why, figs = _verdict(accs[REFERENCE], accs[name])
-        info = candidates[name].cascade.precisions()
         figs.update({
             "cohort": cohort,
             "cases": len(chosen),
             "case_ids": [c.case_id for c in chosen],
             "reference": f"pipeline precision auto ({'+'.join(dict.fromkeys(reference.cascade.precisions().values()))})",
-            "candidate_precisions": info,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "candidate_precisions": pipe.cascade.precisions(),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_description(),
             "seconds_all_models": round(seconds, 1),
             "limits": {"vertebra_dice_drop": GATE_MAX_VERTEBRA_DICE_DROP,
@@ -289,8 +309,8 @@ def format_gate_table(reports: dict[str, GateReport]) -> str:
         return "n/a" if x is None else format(x, fmt)
 
     lines = [
-        "| model in int8 | vertebra Dice auto / int8 (drop) | BMD MAE auto / int8 mg/cm3 (increase) | "
-        "tissue Dice auto / int8 (drop) | same levels | segment_vertebrae s auto / int8 | gate |",
+        ("| model in int8 | vertebra Dice auto / int8 (drop) | BMD MAE auto / int8 mg/cm3 (increase) | "
+         "tissue Dice auto / int8 (drop) | same levels | segment_vertebrae s auto / int8 | gate |"),
         "|---|---|---|---|---|---|---|",
     ]
     for r in reports.values():
