@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,31 @@ def test_without_fork_it_runs_inline(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert call.result() == (os.getpid(), 4.0)
     with pytest.raises(InputError):
         ForkedCall(_fail_with_input_error, "x").result()
+
+
+@needs_fork
+def test_no_fork_when_switched_off_or_off_the_main_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert parallel.fork_allowed()
+    monkeypatch.setenv(parallel.FORK_ENV, "0")
+    assert not parallel.fork_allowed()
+    assert ForkedCall(_write_and_report, tmp_path / "c.bin", np.ones(2)).result()[0] == os.getpid()
+    monkeypatch.delenv(parallel.FORK_ENV)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # e.g. the batch runner's threads
+        pid, _ = pool.submit(lambda: ForkedCall(_write_and_report, tmp_path / "d.bin", np.ones(2)).result()).result()
+    assert pid == os.getpid()
+
+
+def _report_fork_allowed(queue) -> None:
+    queue.put(parallel.fork_allowed())
+
+
+@needs_fork
+def test_no_fork_in_a_daemonic_process() -> None:
+    """The server's workers are daemonic: multiprocessing would refuse them a child."""
+    ctx = parallel.multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_report_fork_allowed, args=(queue,), daemon=True)
+    proc.start()
+    allowed = queue.get(timeout=30)
+    proc.join()
+    assert allowed is False

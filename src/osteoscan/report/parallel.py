@@ -6,10 +6,14 @@ gain nothing. A ``fork``ed child shares the parent's arrays copy-on-write (nothi
 way in), writes its files and sends back only a small picklable return value. The child is always
 joined before :meth:`ForkedCall.result` returns, so no writer outlives the call that started it.
 
-Where ``fork`` is not available (Windows, macOS defaults) or fails (e.g. too little memory to
-commit), the function runs right away in the calling thread instead: same result, just without the
-second core (not on a thread: the writers set process-wide warning filters, which threads would
-race on).
+The function runs right away in the calling thread instead (same result, just without the second
+core; not on a thread: the writers set process-wide warning filters, which threads would race on):
+
+- where ``fork`` is not available (Windows) or fails (e.g. too little memory to commit);
+- when called from a daemonic process (the server's workers: multiprocessing forbids them children);
+- when called from a thread other than the main one (the batch runner's threads, servers): a fork
+  copies locks that other threads may hold at that moment, and the child could wait on them forever;
+- when the environment sets ``OSTEOSCAN_FORK_WRITERS=0``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import pickle
+import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -28,6 +34,20 @@ from osteoscan.errors import OsteoscanError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+#: Environment variable that turns the child processes off when set to "0".
+FORK_ENV = "OSTEOSCAN_FORK_WRITERS"
+
+
+def fork_allowed() -> bool:
+    """Whether :class:`ForkedCall` may fork here and now (see the module docstring)."""
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and os.environ.get(FORK_ENV, "1") != "0"
+        and not multiprocessing.current_process().daemon
+        and threading.current_thread() is threading.main_thread()
+    )
 
 
 class ChildWriterError(OsteoscanError):
@@ -58,7 +78,7 @@ class ForkedCall(Generic[T]):
         self._proc: Any = None
         self._conn: Connection | None = None
         self._inline: tuple[bool, Any] | None = None  # (succeeded, value or exception) when run inline
-        if "fork" in multiprocessing.get_all_start_methods():
+        if fork_allowed():
             ctx = multiprocessing.get_context("fork")
             receive, send = ctx.Pipe(duplex=False)
             for stream in (sys.stdout, sys.stderr):  # or the child flushes a copy of the parent's buffer
