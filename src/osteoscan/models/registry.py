@@ -65,7 +65,8 @@ def list_specs(weights_dir: str | Path | None = None, verify: bool = False) -> l
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     if not folder.is_dir():
         return []
-    return [get_spec(p.stem, folder, verify=verify) for p in sorted(folder.glob("*.json"))]
+    # <name>.int8.json beside a model is its int8 artifact's spec (osteoscan.runtime.int8), not a ModelSpec
+    return [get_spec(p.stem, folder, verify=verify) for p in sorted(folder.glob("*.json")) if not p.stem.endswith(".int8")]
 
 
 # ------------------------------------------------------------------------------------ recipes
