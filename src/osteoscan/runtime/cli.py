@@ -146,7 +146,9 @@ def _quantize(args: argparse.Namespace, config) -> int:
         res = quantize(model, inputs[name], args.out, config=config,
                        calibration_info={"source": "phantom", "n_cases": args.cases, "seed0": seed0})
         print(f"{name}: int8 artifact {res.xml} ({res.size_bytes / 1e6:.1f} MB, {len(inputs[name])} calibration samples, {res.seconds:.1f} s)")
-    print("int8 is accepted for screening only after the pipeline's accuracy gate (docs/runtime.md)")
+    where = f" --artifact-dir {args.out}" if args.out is not None else ""
+    print(f"the pipeline uses an int8 model only once it passed the accuracy gate: "
+          f"osteoscan models gate {' '.join(names)}{where} (docs/runtime.md)")
     return 0
 
 
