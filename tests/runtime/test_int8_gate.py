@@ -103,3 +103,13 @@ def test_pipeline_uses_only_gated_untampered_artifacts(tiny3d, rt_config, smooth
     choice = select_gated_int8(ModelSource.from_onnx(path), (folder,))
     assert choice.source is None and "other weights" in choice.reason
     assert json.loads(js.read_text())["gate"]["passed"] is True
+
+
+def test_gate_cli_needs_names_or_pipeline(capfd) -> None:
+    from osteoscan.cli import main
+
+    assert main(["models", "gate"]) == 2
+    assert main(["models", "gate", "--pipeline", "vertebra_fine"]) == 2
+    assert main(["models", "gate", "no_such_model"]) == 2
+    err = capfd.readouterr().err
+    assert "name the model(s) to gate" in err and "give no model names" in err and "unknown model" in err
