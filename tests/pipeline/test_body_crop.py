@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from osteoscan.pipeline.body_crop import embed_scores, inplane_window
+from osteoscan.pipeline.body_crop import embed, inplane_window, window_affine
 
 
 def _volume_with_body(shape: tuple[int, int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
@@ -37,12 +37,13 @@ def test_a_body_wider_than_the_patch_keeps_its_whole_extent() -> None:
     assert window[1].start <= 5 and window[1].stop >= 195
 
 
-def test_embedded_scores_are_background_outside_the_window() -> None:
-    scores = np.random.default_rng(0).normal(size=(3, 4, 5, 6)).astype(np.float32)
+def test_window_affine_and_embedding_put_the_window_back_in_place() -> None:
+    affine = np.array([[0, 0, 3, -100], [0, 3, 0, -50], [3, 0, 0, 20], [0, 0, 0, 1]], dtype=float)
     window = (slice(0, 4), slice(2, 7), slice(1, 7))
-    full = embed_scores(scores, window, (4, 10, 10))
-    assert full.shape == (3, 4, 10, 10)
-    np.testing.assert_array_equal(full[(slice(None), *window)], scores)
-    outside = np.ones((4, 10, 10), dtype=bool)
-    outside[window] = False
-    assert (np.argmax(full, axis=0)[outside] == 0).all()
+    sub = window_affine(affine, window)
+    # index (0, 0, 0) of the window is index (0, 2, 1) of the whole array
+    np.testing.assert_allclose(sub @ [0, 0, 0, 1], affine @ [0, 2, 1, 1])
+    labels = np.arange(1, 4 * 5 * 6 + 1, dtype=np.uint8).reshape(4, 5, 6)
+    full = embed(labels, window, (4, 10, 10))
+    np.testing.assert_array_equal(full[window], labels)
+    assert full.sum() == labels.sum()  # zero outside

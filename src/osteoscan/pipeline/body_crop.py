@@ -53,10 +53,17 @@ def inplane_window(hu: np.ndarray, patch: Sequence[int], threshold_hu: float = B
     return tuple(slices)
 
 
-def embed_scores(scores: np.ndarray, window: tuple[slice, ...], shape: Sequence[int]) -> np.ndarray:
-    """Place ``scores`` (K, *window) into a (K, *shape) array whose outside is confident background
-    (class 0): the voxels the model did not see are air."""
-    full = np.full((scores.shape[0], *shape), -30.0, dtype=np.float32)
-    full[0] = 0.0
-    full[(slice(None), *window)] = scores
+def window_affine(affine: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+    """The index-to-LPS affine of ``array[window]`` given that of ``array``."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    start = np.array([w.start or 0 for w in window], dtype=np.float64)
+    out[:3, 3] = out[:3, :3] @ start + out[:3, 3]
+    return out
+
+
+def embed(labels: np.ndarray, window: tuple[slice, ...], shape: Sequence[int]) -> np.ndarray:
+    """``labels`` (a map of ``array[window]``) placed into a zero (background) map of ``shape``:
+    the voxels the model did not see are air."""
+    full = np.zeros(tuple(shape), dtype=labels.dtype)
+    full[window] = labels
     return full

@@ -84,7 +84,7 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     from osteoscan.io import resample
     from osteoscan.models.preprocess import normalise_hu
     from osteoscan.models.spine_decoding import decode_spine
-    from osteoscan.pipeline.body_crop import embed_scores, inplane_window
+    from osteoscan.pipeline.body_crop import embed, inplane_window, window_affine
     from osteoscan.runtime import sliding_window_inference
 
     spec = coarse.spec
@@ -100,8 +100,10 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
         overlap=0.25,
         size_divisor=spec.size_divisor,
     )
-    logits = embed_scores(logits, window, low.array.shape)
-    decoded = decode_spine(logits, low.affine)
+    # decoded on the window (the air around it holds no vertebra), the level map then put back; the
+    # window holds the whole body, so a vertebra reaching its side reaches the field's side too
+    # (decode_spine's touches_border keeps its meaning)
+    decoded = decode_spine(logits, window_affine(low.affine, window))
     detected = tuple(
         DetectedLevel(
             level=VertebraLevel(int(v.level)),
@@ -112,7 +114,7 @@ def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
     )
     return SpineLocalisation(
         detected=detected,
-        level_map=np.asarray(decoded.level_map, dtype=np.uint8),
+        level_map=embed(np.asarray(decoded.level_map, dtype=np.uint8), window, low.shape),
         grid=Grid(low.shape, low.affine),
         notes=tuple(getattr(decoded, "notes", ())),
     )

@@ -125,16 +125,24 @@ def sliding_window_inference(
                     f"sliding window: output {key or 'array'} has spatial shape {val.shape[2:]}, expected {patch}; "
                     "only dense (same-size) outputs can be blended"
                 )
+            if len(windows) == 1:  # one window: the weighted mean of one prediction is itself
+                acc[key] = val[0]
+                continue
             if key not in acc:
                 acc[key] = np.zeros((val.shape[1], *padded_shape), dtype=np.float32)
+            val = val.copy() if not val.flags.writeable else val
             for j in range(val.shape[0]):
                 w = windows[bi * batch_size + j]
-                acc[key][(slice(None), *w)] += val[j] * weight
+                region = acc[key][(slice(None), *w)]
+                np.add(region, np.multiply(val[j], weight, out=val[j]), out=region)  # in place: these are 100s of MB
         for j in range(len(batches[bi])):
             norm[windows[bi * batch_size + j]] += weight
     crop = (slice(None), *(slice(0, s) for s in spatial))
-    inv = 1.0 / norm
-    result = {k: (v * inv)[crop] for k, v in acc.items()}
+    if len(windows) == 1:
+        result = {k: np.ascontiguousarray(v[crop]) for k, v in acc.items()}
+    else:
+        inv = np.reciprocal(norm[crop[1:]])
+        result = {k: np.multiply(v[crop], inv, out=v[crop]) for k, v in acc.items()}
     if as_dict and output_key is None:
         return result
     return next(iter(result.values()))
