@@ -14,6 +14,7 @@ mkdir -p "$WORK"
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 OSTEO="python3 -m osteoscan.cli"
 JOBS=$(( $(nproc) - 2 ))
+CASES=${CASES:-120}  # cohort cases generated and benchmarked
 
 case "${1:-}" in
 setup)
@@ -26,11 +27,11 @@ models)
   $OSTEO bench --models --device cuda --backends torch --precisions fp32,fp16,bf16 --repeats 20 2>&1 | grep -v " INFO " | tee "$WORK/models.txt"
   ;;
 cohort)
-  time python3 - "$WORK" "$JOBS" <<'EOF'
+  time python3 - "$WORK" "$JOBS" "$CASES" <<'EOF'
 import csv, logging, sys
 from osteoscan.pipeline.cohorts import ensure_cohort
 logging.basicConfig(level=logging.INFO, filename=f"{sys.argv[1]}/cohort.log")
-cases = ensure_cohort("benchmark", jobs=int(sys.argv[2]))
+cases = ensure_cohort("benchmark", jobs=int(sys.argv[2]), limit=int(sys.argv[3]))
 with open(f"{sys.argv[1]}/manifest.csv", "w", newline="") as fh:
     w = csv.writer(fh)
     w.writerow(["input", "study_id"])
@@ -45,26 +46,35 @@ start)
   echo "started $1"
   ;;
 e2e_json)  # pure pipeline, json only: the models and the CPU stages around them
-  $OSTEO bench --backend torch --device cuda --outputs json 2>&1 | grep -v " INFO " > "$WORK/e2e_json.txt"
+  $OSTEO bench --cases "$CASES" --backend torch --device cuda --outputs json 2>&1 | grep -v " INFO " > "$WORK/e2e_json.txt"
   ;;
 e2e_all)  # every output, as the CPU table
-  $OSTEO bench --backend torch --device cuda 2>&1 | grep -v " INFO " > "$WORK/e2e_all.txt"
+  $OSTEO bench --cases "$CASES" --backend torch --device cuda 2>&1 | grep -v " INFO " > "$WORK/e2e_all.txt"
   ;;
 batch)  # throughput: GPU workers alone, then GPU + CPU workers (json outputs, first 40 cases)
   head -41 "$WORK/manifest.csv" > "$WORK/manifest40.csv"
-  for cfg in "--per-gpu 1 --workers 0" "--per-gpu 2 --workers 0" "--per-gpu 4 --workers 0" "--per-gpu 4 --workers 4"; do
+  for cfg in "--per-gpu 1 --workers 0" "--per-gpu 2 --workers 0" "--per-gpu 4 --workers 0"; do
     out="$WORK/batch_$(echo $cfg | tr -d ' -')"
     rm -rf "$out"
     echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --backend torch --outputs json"
-    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --backend torch --outputs json 2>&1 | grep -v " INFO " | tail -3
+    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
   done > "$WORK/batch.txt"
   ;;
 long)
   bash "$0" e2e_json; bash "$0" batch; bash "$0" e2e_all
   ;;
+long2)  # second lease: per-model table with cudnn.benchmark, every output on $CASES cases, GPU + CPU pool
+  bash "$0" models; bash "$0" e2e_all
+  head -41 "$WORK/manifest.csv" > "$WORK/manifest40.csv"
+  for cfg in "--per-gpu 4 --workers 0" "--per-gpu 4 --workers 2"; do
+    out="$WORK/batch_$(echo $cfg | tr -d ' -')"
+    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --backend auto --outputs json"
+    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
+  done > "$WORK/batch2.txt"
+  ;;
 wait)
   end=$(( $(date +%s) + ${2:-500} ))
-  while pgrep -f "gpu_bench.sh (long|e2e_|batch)" >/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  while pgrep -f "gpu_bench.sh (long|long2|e2e_|batch)" >/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
   for f in "$WORK"/*.txt "$WORK"/*.log; do echo "== $f"; tail -25 "$f"; done
   ;;
 collect)
