@@ -56,7 +56,7 @@ batch)  # throughput: GPU workers alone, then GPU + CPU workers (json outputs, f
   for cfg in "--per-gpu 1 --workers 0" "--per-gpu 2 --workers 0" "--per-gpu 4 --workers 0"; do
     out="$WORK/batch_$(echo $cfg | tr -d ' -')"
     rm -rf "$out"
-    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --backend torch --outputs json"
+    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --outputs json"
     $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
   done > "$WORK/batch.txt"
   ;;
