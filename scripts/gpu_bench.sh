@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # GPU measurements for docs/BENCHMARKS.md, run on a CUDA machine whose python3 has torch but not
-# osteoscan's DICOM/NIfTI/report dependencies (they come as wheels in .whl/, see docs/BENCHMARKS.md).
+# osteoscan's DICOM/NIfTI/report dependencies: they travel as wheels in .whl/ (git-ignored), made on
+# a machine with a registry, for that machine's Python (3.12 there):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+#     --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 -d .whl \
+#     highdicom nibabel pydicom pyjpegls pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle \
+#     pypdf reportlab trimesh
 #
 #   scripts/gpu_bench.sh setup      install the wheels, print the machine, smoke-test one case on cuda
 #   scripts/gpu_bench.sh models     per-model table (torch cuda fp32/fp16/bf16)
