@@ -113,6 +113,16 @@ def test_meshes_follow_the_affine() -> None:
     assert m.mesh.is_watertight and m.mesh.volume > 0  # outward normals despite the flipped axis
 
 
+def test_a_blob_thinner_than_the_marching_step_is_skipped_not_fatal() -> None:
+    """A 4-voxel fragment at step 3 has no surface for marching cubes (seen on benchmark cases
+    0074/0086/0091, where it failed the whole study); it is skipped and the real vertebra kept."""
+    labels = np.zeros((40, 40, 40), dtype=np.uint16)
+    labels[4:24, 6:30, 6:30] = body_label(VertebraLevel.L3)
+    labels[30:34, 10:14, 10:14] = body_label(VertebraLevel.L2)
+    meshes = mesh.vertebra_meshes(level_map(labels), affine_from_spacing((1.0, 1.0, 1.0)), step=3)
+    assert [m.level for m in meshes] == ["L3"]
+
+
 def test_level_map_keeps_vertebrae_only() -> None:
     from osteoscan.labels import Anatomy, disc_label, posterior_label
 

@@ -1,8 +1,9 @@
 """Phantom cohorts on disk for benchmarks and validation: generated once, then reused.
 
 Each case is written as a DICOM series (so that the benchmark measures reading too) with its
-``truth.json`` beside it, under ``<cache>/<cohort>/<case_id>/``. A case whose ``truth.json`` exists
-is not generated again (the truth file is written last, so a half-written case is redone).
+``truth.json`` beside it, under ``<cache>/<cohort>/<case_id>/``. A case whose ``truth.json`` and
+series both exist is not generated again (the truth file is written last, so a half-written case is
+redone).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class CachedCase:
     def truth_path(self) -> Path:
         return self.folder / "truth.json"
 
+    @property
+    def is_complete(self) -> bool:
+        """truth.json is written last, but a series folder removed afterwards also needs a redo."""
+        return self.truth_path.is_file() and self.dicom_dir.is_dir() and any(self.dicom_dir.iterdir())
+
 
 def ensure_cohort(
     name: str, cache_dir: Path | None = None, limit: int | None = None, jobs: int = 1
@@ -44,7 +50,7 @@ def ensure_cohort(
     root = (cache_dir or default_cache_dir()) / name
     cases = load_cohort(name)[:limit]
     out = [CachedCase(c.case_id, root / c.case_id) for c in cases]
-    missing = [(c, cached) for c, cached in zip(cases, out) if not cached.truth_path.is_file()]
+    missing = [(c, cached) for c, cached in zip(cases, out) if not cached.is_complete]
     if missing:
         log.info("generating %d of %d cases of cohort %s into %s (%d processes)", len(missing), len(cases), name, root, jobs)
     if jobs > 1 and len(missing) > 1:

@@ -77,7 +77,11 @@ def vertebra_meshes(
         if field.max() <= 0.5 or min(field.shape) < 2:
             log.info("vertebra %s too small for a surface mesh; skipped", level)
             continue
-        verts, faces, _, _ = measure.marching_cubes(field, level=0.5, step_size=step, allow_degenerate=False)
+        try:
+            verts, faces, _, _ = measure.marching_cubes(field, level=0.5, step_size=step, allow_degenerate=False)
+        except RuntimeError as exc:  # "No surface found": a blob thinner than the marching step
+            log.info("vertebra %s has no surface at step %d (%s); skipped", level, step, exc)
+            continue
         verts = verts + lo - 1  # back to full-volume array indices (minus the 1-voxel pad)
         lps = verts @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
         mesh = trimesh.Trimesh(vertices=lps, faces=faces, process=True)
