@@ -107,13 +107,18 @@ def compare_ts_example(result: StudyResult, labels_ct_grid: np.ndarray | None, r
     return rows
 
 
-def reference_labels_canonical(realct: Path) -> np.ndarray:
-    """TotalSegmentator's vertebra map of ts_example, reoriented like the pipeline's CT (S, P, L)."""
+def labels_canonical(path: Path) -> np.ndarray:
+    """A label NIfTI (phantom truth, reference segmentation) reoriented like the pipeline's CT (S, P, L)."""
     from osteoscan.io import CANONICAL_ORIENTATION, reorient_array
     from osteoscan.io.nifti import read_nifti_array
 
-    array, affine = read_nifti_array(realct / "ts_example" / "ref" / "vertebrae.nii.gz")
+    array, affine = read_nifti_array(path)
     return reorient_array(array, affine, CANONICAL_ORIENTATION)[0]
+
+
+def reference_labels_canonical(realct: Path) -> np.ndarray:
+    """TotalSegmentator's vertebra map of ts_example, reoriented like the pipeline's CT (S, P, L)."""
+    return labels_canonical(realct / "ts_example" / "ref" / "vertebrae.nii.gz")
 
 
 def level_mask(labels: np.ndarray, level_name: str) -> np.ndarray:

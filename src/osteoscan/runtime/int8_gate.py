@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from osteoscan.errors import InputError, ModelError
-from osteoscan.labels import BODY_OFFSET, POSTERIOR_OFFSET, Tissue
+from osteoscan.labels import Tissue
 from osteoscan.runtime.int8 import (
     GATE_MAX_BMD_MAE_INCREASE_MG_CM3,
     GATE_MAX_TISSUE_DICE_DROP,
@@ -78,8 +78,9 @@ class GateReport:
 
 def vertebra_level_map(labels: np.ndarray) -> np.ndarray:
     """Level number of every vertebra voxel (body or posterior elements), 0 elsewhere."""
-    sub = labels // 100
-    return np.where((sub == BODY_OFFSET // 100) | (sub == POSTERIOR_OFFSET // 100), labels % 100, 0).astype(np.int32)
+    from osteoscan.report.levels import level_map
+
+    return level_map(labels).astype(np.int32)
 
 
 def per_level_dice(pred_levels: np.ndarray, truth_levels: np.ndarray, levels: Sequence[int]) -> dict[int, float]:
@@ -92,22 +93,10 @@ def per_level_dice(pred_levels: np.ndarray, truth_levels: np.ndarray, levels: Se
 
 def tissue_dice(pred: np.ndarray, truth: np.ndarray) -> float | None:
     """Mean Dice over the four tissues present in either map (None when none is)."""
-    scores = []
-    for cls in GATE_TISSUES:
-        p, t = pred == cls, truth == cls
-        denom = int(p.sum()) + int(t.sum())
-        if denom:
-            scores.append(2.0 * float(np.logical_and(p, t).sum()) / denom)
+    from osteoscan.pipeline.validation import dice
+
+    scores = [d for cls in GATE_TISSUES if (d := dice(pred == cls, truth == cls)) is not None]
     return float(np.mean(scores)) if scores else None
-
-
-def truth_labels_canonical(path: Path) -> np.ndarray:
-    """A phantom case's ``labels.nii.gz`` oriented like the pipeline's canonical CT (S, P, L)."""
-    from osteoscan.io import CANONICAL_ORIENTATION, reorient_array
-    from osteoscan.io.nifti import read_nifti_array
-
-    array, affine = read_nifti_array(path)
-    return reorient_array(array, affine, CANONICAL_ORIENTATION)[0]
 
 
 def _score_case(acc: _Accumulator, screening: Any, truth_labels: np.ndarray, truth: dict[str, Any],
@@ -246,7 +235,7 @@ def compare_with_reference(reference: Any, candidates: dict[str, Any], *, cases:
     """Score ``reference`` and every candidate Pipeline on the same cohort cases against the truth."""
     from osteoscan.pipeline import stages
     from osteoscan.pipeline.cohorts import ensure_cohort
-    from osteoscan.pipeline.validation import PhantomErrors
+    from osteoscan.pipeline.validation import PhantomErrors, labels_canonical
 
     t0 = time.perf_counter()
     accs = {key: _Accumulator(errors=PhantomErrors()) for key in (REFERENCE, *candidates)}
@@ -256,7 +245,7 @@ def compare_with_reference(reference: Any, candidates: dict[str, Any], *, cases:
         if not labels_path.is_file():
             raise InputError(f"{case.folder}: no labels.nii.gz; regenerate the cohort case (delete the folder)")
         truth = json.loads(case.truth_path.read_text())
-        truth_labels = truth_labels_canonical(labels_path)
+        truth_labels = labels_canonical(labels_path)
         volume = stages.load_study(case.dicom_dir).volume
         if truth_labels.shape != volume.shape:
             raise InputError(f"{labels_path}: shape {truth_labels.shape} differs from its CT {volume.shape}")
