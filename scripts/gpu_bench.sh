@@ -20,6 +20,18 @@ mkdir -p "$WORK"
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 OSTEO="python3 -m osteoscan.cli"
 JOBS=$(( $(nproc) - 2 ))
+
+# batch_runs OUTFILE CONFIG...: one `osteoscan batch` over the first 40 cohort cases per worker CONFIG
+batch_runs() {
+  local outfile=$1 cfg out; shift
+  head -41 "$WORK/manifest.csv" > "$WORK/manifest40.csv"
+  for cfg in "$@"; do
+    out="$WORK/batch_$(echo $cfg | tr -d ' -')"
+    rm -rf "$out"
+    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --outputs json"
+    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
+  done > "$outfile"
+}
 CASES=${CASES:-120}  # cohort cases generated and benchmarked
 
 case "${1:-}" in
@@ -57,26 +69,15 @@ e2e_json)  # pure pipeline, json only: the models and the CPU stages around them
 e2e_all)  # every output, as the CPU table
   $OSTEO bench --cases "$CASES" --backend torch --device cuda 2>&1 | grep -v " INFO " > "$WORK/e2e_all.txt"
   ;;
-batch)  # throughput: GPU workers alone, then GPU + CPU workers (json outputs, first 40 cases)
-  head -41 "$WORK/manifest.csv" > "$WORK/manifest40.csv"
-  for cfg in "--per-gpu 1 --workers 0" "--per-gpu 2 --workers 0" "--per-gpu 4 --workers 0"; do
-    out="$WORK/batch_$(echo $cfg | tr -d ' -')"
-    rm -rf "$out"
-    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --outputs json"
-    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
-  done > "$WORK/batch.txt"
+batch)  # throughput with 1, 2 and 4 GPU workers (json outputs, first 40 cases)
+  batch_runs "$WORK/batch.txt" "--per-gpu 1 --workers 0" "--per-gpu 2 --workers 0" "--per-gpu 4 --workers 0"
   ;;
 long)
   bash "$0" e2e_json; bash "$0" batch; bash "$0" e2e_all
   ;;
 long2)  # second lease: per-model table with cudnn.benchmark, every output on $CASES cases, GPU + CPU pool
   bash "$0" models; bash "$0" e2e_all
-  head -41 "$WORK/manifest.csv" > "$WORK/manifest40.csv"
-  for cfg in "--per-gpu 4 --workers 0" "--per-gpu 4 --workers 2"; do
-    out="$WORK/batch_$(echo $cfg | tr -d ' -')"
-    echo "== osteoscan batch manifest40.csv $cfg --gpus 0 --backend auto --outputs json"
-    $OSTEO batch "$WORK/manifest40.csv" -o "$out" $cfg --gpus 0 --outputs json 2>&1 | grep -v " INFO " | tail -3
-  done > "$WORK/batch2.txt"
+  batch_runs "$WORK/batch2.txt" "--per-gpu 4 --workers 0" "--per-gpu 4 --workers 2"
   ;;
 wait)
   end=$(( $(date +%s) + ${2:-500} ))
