@@ -47,7 +47,7 @@ def inplane_window(hu: np.ndarray, patch: Sequence[int], threshold_hu: float = B
             continue
         lo, hi = extent
         width = max(p, hi - lo + 1)
-        start = int(round((lo + hi + 1) / 2 - width / 2))
+        start = round((lo + hi + 1) / 2 - width / 2)
         start = min(max(start, 0), n - width)
         slices.append(slice(start, start + width))
     return tuple(slices)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import pickle
 import os
+import pickle
 import sys
 import threading
 import traceback
