@@ -76,6 +76,10 @@ class ModelSpec:
     torch_state_file: str = ""
     licence: str = "Apache-2.0"
     dynamic_spatial: bool = True
+    #: True when the output at a voxel does not depend on the window the input was cut to (no
+    #: per-instance normalisation): the whole scan may then go through in one call. False: the
+    #: network must see windows of its ``patch_size`` (instance norm computes statistics per window).
+    window_invariant: bool = False
     weights_dir: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -1,18 +1,25 @@
-"""Where the coarse model looks in-plane: a training-patch-wide window centred on the body.
+"""Where the coarse model looks: the body's in-plane extent, and the windows it is run in.
 
-The coarse spine model was trained on crops of its patch size taken around the centre of the
-reconstruction field (``osteoscan.train.datasets.coarse_samples``), so its instance normalisation
-expects a window that holds the whole body cross-section. A 500 mm field of view at 3 mm is 167
-voxels, a little wider than the 160-voxel patch: a plain sliding window then needs 2 x 2 in-plane
-windows (four times the work) of which each sees a body cut in half. Centring one patch-wide window on
-the body (air around it carries nothing) is both closer to training and 4x cheaper on such scans.
+A window-invariant coarse model (batch norm, ``ModelSpec.window_invariant``) gets the body's
+bounding box in-plane (the air around it carries nothing) and the whole z range in one call, cut
+into long overlapping slabs only beyond ``MAX_WHOLE_WINDOW_Z`` slices (memory).
+
+A model with instance normalisation (spine_coarse 0.1.0) was trained on crops of its patch size
+around the centre of the reconstruction field (``osteoscan.train.datasets.coarse_samples``) and
+expects a window that holds the whole body cross-section: it gets one patch-wide in-plane window
+centred on the body (a plain sliding window over a 500 mm field at 3 mm would need 2 x 2 in-plane
+windows, each seeing half a body) and training-patch windows along z.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from osteoscan.models.spec import ModelSpec
 
 #: Voxels above this are "body" for the in-plane extent (fat is about -100 HU, air -1000 HU; the
 #: patient table is included, which is harmless: it lies inside any field that holds the body).
@@ -32,6 +39,47 @@ def body_extent(hu: np.ndarray, axis: int, threshold_hu: float = BODY_THRESHOLD_
     if idx.size == 0:
         return None
     return int(idx[0]), int(idx[-1])
+
+
+#: Longest z run (voxels) a window-invariant coarse model gets in one call: 192 slices at 4 mm is
+#: 768 mm (any chest-abdomen-pelvis scan); a whole-body scan goes in overlapping slabs of this length,
+#: which bounds the activations to ~1 GB.
+MAX_WHOLE_WINDOW_Z = 192
+
+#: Overlap of the coarse windows along z (fraction of a window).
+COARSE_OVERLAP = 0.25
+
+
+def _round_up(n: int, divisor: int) -> int:
+    return -(-int(n) // divisor) * divisor
+
+
+def coarse_windows(hu: np.ndarray, spec: ModelSpec) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """(the part of ``hu`` (D, H, W) on the coarse grid to give the model, the window size to slide
+    over it) for the coarse model ``spec`` (see the module docstring)."""
+    if not spec.window_invariant:
+        return inplane_window(hu, spec.patch_size), tuple(int(p) for p in spec.patch_size)
+    window = inplane_window(hu, (0, 0, 0))
+    sizes = [len(range(*w.indices(n))) for w, n in zip(window, hu.shape)]
+    patch = (min(_round_up(sizes[0], spec.size_divisor), MAX_WHOLE_WINDOW_Z),
+             *(_round_up(n, spec.size_divisor) for n in sizes[1:]))
+    return window, patch
+
+
+def coarse_logits(
+    infer: Callable[[np.ndarray], np.ndarray], hu: np.ndarray, spec: ModelSpec
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The coarse model's logits (K, *window shape) on ``hu`` (HU on the coarse grid) and the window
+    of ``hu`` they cover; ``infer`` maps a batch (B, 1, *patch) to logits (B, K, *patch)."""
+    from osteoscan.models.preprocess import normalise_hu
+    from osteoscan.runtime import sliding_window_inference
+
+    window, patch = coarse_windows(hu, spec)
+    image = normalise_hu(hu[window], spec)[None]  # (C=1, D, H, W)
+    logits = sliding_window_inference(
+        infer, image, patch_size=patch, overlap=COARSE_OVERLAP, size_divisor=spec.size_divisor
+    )
+    return logits, window
 
 
 def inplane_window(hu: np.ndarray, patch: Sequence[int], threshold_hu: float = BODY_THRESHOLD_HU) -> tuple[slice, ...]:

@@ -80,26 +80,13 @@ class SpineLocalisation:
 
 
 def localise_spine(volume: CTVolume, coarse: LoadedModel) -> SpineLocalisation:
-    """Coarse level segmentation at ~3 mm and the decoded level sequence."""
+    """Coarse level segmentation (4 mm for spine_coarse 0.2) and the decoded level sequence."""
     from osteoscan.io import resample
-    from osteoscan.models.preprocess import normalise_hu
     from osteoscan.models.spine_decoding import decode_spine
-    from osteoscan.pipeline.body_crop import embed, inplane_window, window_affine
-    from osteoscan.runtime import sliding_window_inference
+    from osteoscan.pipeline.body_crop import coarse_logits, embed, window_affine
 
-    spec = coarse.spec
-    low = resample(volume, tuple(spec.input_spacing_mm), order=1)
-    window = inplane_window(low.array, spec.patch_size)
-    image = normalise_hu(low.array[window], spec)[None]  # (C=1, D, H, W)
-    logits = sliding_window_inference(
-        lambda batch: coarse.infer(batch)["logits"],
-        image,
-        # always the training patch: the network's instance normalisation makes its output depend on
-        # the window, and whole-scan windows (faster) mislabelled L2/L3 on ts_example (Dice 0.8 -> 0)
-        patch_size=tuple(spec.patch_size),
-        overlap=0.25,
-        size_divisor=spec.size_divisor,
-    )
+    low = resample(volume, tuple(coarse.spec.input_spacing_mm), order=1)
+    logits, window = coarse_logits(lambda batch: coarse.infer(batch)["logits"], low.array, coarse.spec)
     # decoded on the window (the air around it holds no vertebra), the level map then put back; the
     # window holds the whole body, so a vertebra reaching its side reaches the field's side too
     # (decode_spine's touches_border keeps its meaning)

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-cases", type=int, default=4, help="held-out phantom cases for the final check")
     parser.add_argument("--no-export", action="store_true", help="skip ONNX export")
     parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--bn-batches", type=int, default=100,
+                        help="batches to re-estimate batch-norm statistics over after training (0: keep the running ones)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         val_cases=args.val_cases,
         export=not args.no_export,
         log_every=args.log_every,
+        bn_batches=args.bn_batches,
     )
     log.info("training with %s", json.dumps(config_dict(config)))
     result = train(config)

@@ -161,7 +161,8 @@ def fine_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_levels:
             y = extract_crop(parts, c, patch, pad_value=0)
             t = extract_crop(target, c, patch, pad_value=False)
             nb = extract_crop(neighbour, c, patch, pad_value=False)
-            guide = degrade_mask(t, rng, spacing_mm=sp[0], coarse_mm=3.0, neighbour=nb)
+            # the coarse grid: 4 mm for spine_coarse 0.2 (3 mm for 0.1), with some margin either side
+            guide = degrade_mask(t, rng, spacing_mm=sp[0], coarse_mm=float(rng.uniform(3.0, 4.5)), neighbour=nb)
             x = jitter_intensity(x, rng)
             xin = np.stack([normalise_hu(x, spec), guide.astype(np.float32)])
             if rng.random() < 0.5:

@@ -47,16 +47,17 @@ def open_runner(name: str, weights_dir: str | Path | None = None, backend: str =
 def coarse_predict(runner: Runner, volume: CTVolume) -> tuple[np.ndarray, np.ndarray, CTVolume]:
     """(probabilities (C, D, H, W), affine, resampled volume) of the coarse model on ``volume``."""
     from osteoscan.io.resample import resample
-    from osteoscan.runtime import sliding_window_inference
+    from osteoscan.pipeline.body_crop import coarse_logits
 
     spec = runner.spec
     low = resample(volume, tuple(spec.input_spacing_mm), order=1)
-    image = normalise_hu(low.array, spec)[None]
-    logits = sliding_window_inference(
-        lambda b: runner(b)["logits"], image, patch_size=tuple(spec.patch_size), overlap=0.25,
-        size_divisor=spec.size_divisor,
-    )
-    return softmax(logits, axis=0), low.affine, low
+    logits, window = coarse_logits(lambda b: runner(b)["logits"], low.array, spec)
+    # the windows the pipeline uses; outside them (air) the model would say background
+    probs = softmax(logits, axis=0)
+    full = np.zeros((probs.shape[0], *low.shape), dtype=probs.dtype)
+    full[0] = 1.0
+    full[(slice(None), *window)] = probs
+    return full, low.affine, low
 
 
 def localise(runner: Runner, volume: CTVolume) -> tuple[SpineDecoding, CTVolume]:

@@ -48,6 +48,8 @@ class TrainConfig:
     val_cases: int = 4
     export: bool = True
     amp: bool = True
+    #: batches over which batch-norm running statistics are re-estimated after training
+    bn_batches: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,7 +90,7 @@ def train(config: TrainConfig) -> TrainResult:
     model = build_torch_model(spec)
     if config.init_from:
         state = torch.load(config.init_from, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
+        _load_initial_state(model, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
         log.info("initialised %s from %s", spec.name, config.init_from)
     model.to(device)
     batch_size = config.batch_size or (2 if config.tiny else task.batch_size)
@@ -165,6 +167,10 @@ def train(config: TrainConfig) -> TrainResult:
         if running:
             last_loss = float(np.mean(running))
         seconds = time.monotonic() - t0
+        if not task.freeze_batchnorm:
+            n = recalibrate_batchnorm(model, (_to_device(b, device)[0] for b in it), config.bn_batches, use_amp)
+            if n:
+                log.info("%s: batch-norm statistics re-estimated over %d batches", spec.name, n)
         model.eval()
         val = task.validate(model, validation_samples(task.name, spec, config.val_cases), device)
         logf.write(json.dumps({"step": step, "final": True, "seconds": round(seconds, 1), "val": val}) + "\n")
@@ -185,6 +191,50 @@ def train(config: TrainConfig) -> TrainResult:
         }
         final_spec = export_model(model, spec, out, training=training, metrics={"validation": val})
     return TrainResult(final_spec, step, seconds, first_loss, last_loss, val)
+
+
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _load_initial_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model``; the only keys allowed to be missing are batch-norm statistics
+    (starting a batch-norm model from an instance-norm one: convolutions and affine norm parameters
+    carry over, the statistics are learnt)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.endswith(_BN_BUFFERS)]
+    if bad or unexpected:
+        raise ValueError(f"initial state does not fit the model: missing {bad[:5]}, unexpected {list(unexpected)[:5]}")
+    if missing:
+        log.info("initial state has no batch-norm statistics (%d buffers): learnt from scratch", len(missing))
+
+
+def recalibrate_batchnorm(model: torch.nn.Module, inputs: Any, n_batches: int, amp: bool) -> int:
+    """Re-estimate every batch-norm layer's running statistics as the plain average over
+    ``n_batches`` input batches with the final weights ("precise BN"), returning how many were used.
+
+    The exponential moving average kept during training mixes statistics of earlier weights; at
+    inference (folded into the convolutions) the statistics must match the weights that ship.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or n_batches <= 0:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    used = 0
+    with torch.no_grad():
+        for x in inputs:
+            with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=amp and x.device.type == "cuda"):
+                model(x)
+            used += 1
+            if used >= n_batches:
+                break
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+    return used
 
 
 def _phantom_version() -> str:

@@ -89,7 +89,7 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    SPINE_COARSE: Task(SPINE_COARSE, batch_size=2, buffer_size=12, loss=_seg_loss, validate=_validate_seg(21)),
+    SPINE_COARSE: Task(SPINE_COARSE, batch_size=4, buffer_size=12, loss=_seg_loss, validate=_validate_seg(21)),
     VERTEBRA_FINE: Task(VERTEBRA_FINE, batch_size=8, buffer_size=36, loss=_seg_loss, validate=_validate_seg(3)),
     BMD_REGRESSOR: Task(BMD_REGRESSOR, batch_size=32, buffer_size=64, loss=_bmd_loss, validate=_validate_bmd,
                         freeze_batchnorm=True),
