@@ -91,6 +91,15 @@ class SpineDecoding:
     notes: tuple[str, ...] = ()
 
 
+#: Two logits further apart than this keep their order after the float32 softmax (exp(-gap) is
+#: ~1e-3 below 1, thousands of float32 ulps), so where the top logit leads every other one by more,
+#: the argmax of the logits is the argmax of the probabilities; closer voxels (ties, NaN, inf) are
+#: decided on their exact probabilities.
+_LOGIT_ORDER_GAP = 1e-3
+#: Voxels per slab of the argmax: its uint8/bool/float32 temporaries then stay in the CPU cache.
+_ARGMAX_SLAB_VOXELS = 1 << 18
+
+
 @dataclass
 class _Candidate:
     mask_index: np.ndarray  # flat indices of its voxels
@@ -107,8 +116,27 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return x
 
 
-def as_probabilities(scores: np.ndarray) -> np.ndarray:
-    """(C, D, H, W) probabilities from logits or probabilities (detected by range and sum)."""
+def _softmax_columns(cols: np.ndarray) -> np.ndarray:
+    """:func:`softmax` over axis 0 of (C, n) gathered voxels, bit-identical to :func:`softmax` of the
+    whole (C, D, H, W) volume at those voxels.
+
+    numpy sums a (C, D, H, W) array over axis 0 channel after channel, but a gathered (C, n) array
+    (voxel-major in memory) pairwise: the channel sum is therefore written out in channel order. The
+    result has the gather's memory layout (voxel-major), so reductions over it (the candidates'
+    means) add in the same order as on a gather of full-volume probabilities.
+    """
+    x = np.array(np.asarray(cols, dtype=np.float32).T, order="C")  # (n, C)
+    x -= x.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    total = x[:, 0].copy()
+    for c in range(1, x.shape[1]):
+        total += x[:, c]
+    x /= total[:, None]
+    return x.T
+
+
+def _checked_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float32 (C, D, H, W) (a batch of one is unwrapped); no copy when already so."""
     s = np.asarray(scores, dtype=np.float32)
     if s.ndim == 5:
         if s.shape[0] != 1:
@@ -118,9 +146,93 @@ def as_probabilities(scores: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"expected coarse scores of shape ({NUM_SPINE_CLASSES}, D, H, W); got {s.shape}"
         )
-    if s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=0), 1.0, atol=1e-2):
-        return s
-    return softmax(s, axis=0)
+    return s
+
+
+def _are_probabilities(s: np.ndarray) -> bool:
+    """Whether (C, ...) scores already are probabilities (by range and sum), not logits."""
+    return bool(s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=0), 1.0, atol=1e-2))
+
+
+def as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """(C, D, H, W) probabilities from logits or probabilities (detected by range and sum)."""
+    s = _checked_scores(scores)
+    return s if _are_probabilities(s) else softmax(s, axis=0)
+
+
+def first_argmax(x: np.ndarray) -> np.ndarray:
+    """``np.argmax(x, axis=0).astype(np.uint8)`` (first maximum; first NaN wins), several times faster.
+
+    numpy's argmax over the outer axis of a (C, D, H, W) array copies it into (D, H, W, C) order
+    first; a max reduction plus one comparison per channel streams through it instead.
+    """
+    if x.shape[0] > np.iinfo(np.uint8).max + 1:
+        raise ValueError(f"first_argmax returns uint8: at most 256 channels, got {x.shape[0]}")
+    m = x.max(axis=0)
+    idx = np.zeros(m.shape, dtype=np.uint8)
+    hit = np.empty(m.shape, dtype=bool)
+    for c in range(x.shape[0] - 1, -1, -1):  # the lowest channel at the maximum is written last
+        np.equal(x[c], m, out=hit)
+        np.copyto(idx, np.uint8(c), where=hit)
+    nan = np.isnan(m)
+    if nan.any():
+        idx[nan] = np.argmax(x[:, nan], axis=0)
+    return idx
+
+
+class _Scores:
+    """The coarse scores, with softmax probabilities computed only for the voxels that need them.
+
+    Decoding needs the argmax of the probabilities everywhere but the probabilities themselves only
+    on vertebra candidates (a few % of the voxels); a full-volume float32 softmax of 21 channels
+    was most of the decoder's time. Results are bit-identical to computing it everywhere: the
+    softmax of a voxel depends on that voxel's scores only.
+    """
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = _checked_scores(scores)
+        self.are_probabilities = _are_probabilities(self.scores)
+        self.shape: tuple[int, int, int] = tuple(int(n) for n in self.scores.shape[1:])  # type: ignore[assignment]
+        self.n_classes = int(self.scores.shape[0])
+
+    def probs_at(self, flat_idx: np.ndarray) -> np.ndarray:
+        """(C, n) probabilities of the voxels with these flat indices (in that order)."""
+        cols = self.scores[(slice(None), *np.unravel_index(flat_idx, self.shape))]
+        return cols if self.are_probabilities else _softmax_columns(cols)
+
+    def argmax(self) -> np.ndarray:
+        """uint8 (D, H, W): the class of highest probability per voxel (``np.argmax`` semantics).
+
+        Computed slab by slab along axis 0 so that the per-voxel temporaries stay in cache (2x faster
+        than whole-volume passes).
+        """
+        out = np.empty(self.shape, dtype=np.uint8)
+        plane = max(1, self.shape[1] * self.shape[2])
+        step = max(1, _ARGMAX_SLAB_VOXELS // plane)
+        for z in range(0, self.shape[0], step):
+            slab = self.scores[:, z : z + step]
+            out[z : z + step] = first_argmax(slab) if self.are_probabilities else _logit_argmax(slab)
+        return out
+
+
+def _logit_argmax(x: np.ndarray) -> np.ndarray:
+    """uint8 argmax over axis 0 of ``softmax(x)`` (first maximum, first NaN wins) from logits ``x``,
+    computing the softmax only where the top two logits are closer than ``_LOGIT_ORDER_GAP``."""
+    m = x.max(axis=0)
+    idx = np.zeros(m.shape, dtype=np.uint8)
+    near = np.zeros(m.shape, dtype=np.uint8)  # channels within the gap of the top logit
+    hit = np.empty(m.shape, dtype=bool)
+    gap = np.empty(m.shape, dtype=np.float32)
+    for c in range(x.shape[0] - 1, -1, -1):
+        np.equal(x[c], m, out=hit)
+        np.copyto(idx, np.uint8(c), where=hit)
+        np.subtract(m, x[c], out=gap)
+        np.less_equal(gap, np.float32(_LOGIT_ORDER_GAP), out=hit)
+        near += hit
+    unsure = (near != 1) | ~np.isfinite(m)
+    if unsure.any():
+        idx[unsure] = np.argmax(_softmax_columns(x[:, unsure]), axis=0)
+    return idx
 
 
 def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
@@ -130,11 +242,11 @@ def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
     a larger axis-0 index is more superior).
     """
     affine = np.asarray(affine, dtype=np.float64)
-    probs = as_probabilities(scores)
-    shape = probs.shape[1:]
+    probs = _Scores(scores)
+    shape = probs.shape
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     voxel_mm3 = float(np.prod(spacing))
-    argmax = np.argmax(probs, axis=0).astype(np.uint8)
+    argmax = probs.argmax()
     notes: list[str] = []
     cands = _candidates(argmax, probs, voxel_mm3)
     cands = _merge_close(cands, probs, spacing)
@@ -238,44 +350,54 @@ def _cranial_sliver(
 
 
 # ------------------------------------------------------------------------------ candidates
-def _make_candidate(flat_idx: np.ndarray, shape: tuple[int, ...], probs_flat: np.ndarray) -> _Candidate:
+def _make_candidate(flat_idx: np.ndarray, shape: tuple[int, ...], probs: _Scores) -> _Candidate:
     zyx = np.stack(np.unravel_index(flat_idx, shape), axis=1).astype(np.float64)
     return _Candidate(
         mask_index=flat_idx,
         centroid=zyx.mean(axis=0),
-        mean_prob=probs_flat[:, flat_idx].mean(axis=1),
+        mean_prob=probs.probs_at(flat_idx).mean(axis=1),
         voxel_count=int(flat_idx.size),
     )
 
 
-def _candidates(argmax: np.ndarray, probs: np.ndarray, voxel_mm3: float) -> list[_Candidate]:
+def _level_components(argmax: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """Flat voxel indices (ascending) of each 6-connected component of each level 1..n_classes-1 of
+    ``argmax``, level by level, components in raster order of their first voxel.
+
+    Each level is labelled inside its own bounding box (one ``find_objects`` pass over the argmax
+    map) rather than over the whole volume (19 whole-volume labellings were a third of decoding):
+    the components, and their raster order, are the same.
+    """
+    shape = argmax.shape
+    structure = ndimage.generate_binary_structure(3, 1)
+    out: list[np.ndarray] = []
+    for level, box in enumerate(ndimage.find_objects(argmax, max_label=n_classes - 1), start=1):
+        if box is None:
+            continue
+        lab, _ = ndimage.label(argmax[box] == level, structure=structure)
+        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if sl is None:
+                continue
+            local = np.unravel_index(np.flatnonzero(lab[sl] == i), tuple(s.stop - s.start for s in sl))
+            coords = tuple(c + s.start + b.start for c, s, b in zip(local, sl, box))
+            out.append(np.ravel_multi_index(coords, shape))
+    return out
+
+
+def _candidates(argmax: np.ndarray, probs: _Scores, voxel_mm3: float) -> list[_Candidate]:
     """Per-level components; fragments are absorbed by the touching candidate or dropped."""
     shape = argmax.shape
-    probs_flat = probs.reshape(probs.shape[0], -1)
     min_vox = max(1, int(MIN_CANDIDATE_MM3 / voxel_mm3))
     cand_map = np.zeros(shape, dtype=np.int32)  # candidate id + 1
     cands: list[_Candidate] = []
     fragments: list[np.ndarray] = []
     structure = ndimage.generate_binary_structure(3, 1)
-    for level in range(1, probs.shape[0]):
-        region = argmax == level
-        if not region.any():
-            continue
-        lab, _ = ndimage.label(region, structure=structure)
-        objects = ndimage.find_objects(lab)
-        for i, sl in enumerate(objects, start=1):
-            if sl is None:
-                continue
-            local = lab[sl] == i
-            idx_local = np.flatnonzero(local)
-            coords = np.unravel_index(idx_local, local.shape)
-            coords = tuple(c + s.start for c, s in zip(coords, sl))
-            flat_idx = np.ravel_multi_index(coords, shape)
-            if flat_idx.size >= min_vox:
-                cands.append(_make_candidate(flat_idx, shape, probs_flat))
-                cand_map.reshape(-1)[flat_idx] = len(cands)
-            else:
-                fragments.append(flat_idx)
+    for flat_idx in _level_components(argmax, probs.n_classes):
+        if flat_idx.size >= min_vox:
+            cands.append(_make_candidate(flat_idx, shape, probs))
+            cand_map.reshape(-1)[flat_idx] = len(cands)
+        else:
+            fragments.append(flat_idx)
     # absorb fragments into the candidate they touch most (a vertebra's edge labelled differently)
     if cands and fragments:
         grow: dict[int, list[np.ndarray]] = {}
@@ -295,7 +417,7 @@ def _candidates(argmax: np.ndarray, probs: np.ndarray, voxel_mm3: float) -> list
                 grow.setdefault(int(np.bincount(touching).argmax()) - 1, []).append(frag)
         for ci, frags in grow.items():
             merged = np.concatenate([cands[ci].mask_index, *frags])
-            cands[ci] = _make_candidate(merged, shape, probs_flat)
+            cands[ci] = _make_candidate(merged, shape, probs)
     return cands
 
 
@@ -310,7 +432,7 @@ def _expected_step_for(cand: _Candidate) -> float:
     return _step_mm(level)
 
 
-def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray) -> list[_Candidate]:
+def _merge_close(cands: list[_Candidate], probs: _Scores, spacing: np.ndarray) -> list[_Candidate]:
     """Merge candidates that are one vertebra under two labels.
 
     Two rules, both "closer than ``MERGE_FRACTION`` of a vertebra step":
@@ -326,8 +448,7 @@ def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray
     """
     if len(cands) < 2:
         return cands
-    shape = probs.shape[1:]
-    probs_flat = probs.reshape(probs.shape[0], -1)
+    shape = probs.shape
     merged = True
     while merged:
         merged = False
@@ -344,7 +465,7 @@ def _merge_close(cands: list[_Candidate], probs: np.ndarray, spacing: np.ndarray
                     not (_is_sacrum(a) or _is_sacrum(b)) and _touch(a, b, shape)
                 )
                 if same_level:
-                    cands[i] = _make_candidate(np.concatenate([a.mask_index, b.mask_index]), shape, probs_flat)
+                    cands[i] = _make_candidate(np.concatenate([a.mask_index, b.mask_index]), shape, probs)
                     del cands[j]
                     merged = True
                     break
@@ -373,10 +494,9 @@ def _touch(a: _Candidate, b: _Candidate, shape: tuple[int, ...]) -> bool:
 
 
 def _split_long(
-    cands: list[_Candidate], shape: tuple[int, ...], probs: np.ndarray, spacing: np.ndarray
+    cands: list[_Candidate], shape: tuple[int, ...], probs: _Scores, spacing: np.ndarray
 ) -> list[_Candidate]:
     """Split candidates much longer in z than one vertebra (two vertebrae under one label)."""
-    probs_flat = probs.reshape(probs.shape[0], -1)
     out: list[_Candidate] = []
     for c in cands:
         level = VertebraLevel(int(np.argmax(c.mean_prob[1:]) + 1))
@@ -396,8 +516,8 @@ def _split_long(
         # process reaching down past the disc) would make a fragment a "vertebra" candidate
         min_vox = MIN_CANDIDATE_MM3 / float(np.prod(spacing))
         if upper.size >= min_vox and lower.size >= min_vox:
-            out.append(_make_candidate(upper, shape, probs_flat))
-            out.append(_make_candidate(lower, shape, probs_flat))
+            out.append(_make_candidate(upper, shape, probs))
+            out.append(_make_candidate(lower, shape, probs))
         else:
             out.append(c)
     return out
@@ -437,40 +557,57 @@ def _viterbi(
             emis[i, j] = math.log(c.mean_prob[int(lv)] / max(fg, eps) + eps)
     drop = np.array([DROP_PENALTY * float(c.mean_prob[1:].sum()) for c in cands])
     neg = -1e18
-    # state: last assigned position (or -1 for none yet); score[i][j]
-    score = np.full((n + 1, p + 1), neg)  # column p = "nothing assigned yet"
+    # expected[s][j]: centroid distance from position s to position j, summed in the order s..j-1
+    steps = [_step_mm(lv) for lv in seq]
+    expected = [[0.0] * p for _ in range(p)]
+    for s in range(p):
+        run = 0.0
+        for j in range(s + 1, p):
+            run += steps[j - 1]
+            expected[s][j] = run
+    emis_rows = emis.tolist()
+    # state: last assigned position (or -1 for none yet); score[i][j] (python floats: this loop is
+    # scalar work, where numpy element access costs more than the arithmetic)
+    score = [[neg] * (p + 1) for _ in range(n + 1)]  # column p = "nothing assigned yet"
     back: list[list[tuple[int, bool]]] = [[(-1, False)] * (p + 1) for _ in range(n + 1)]
-    score[0, p] = 0.0
+    score[0][p] = 0.0
     last_centroid: dict[tuple[int, int], np.ndarray] = {}
     for i in range(n):
+        row, nxt, emis_i = score[i], score[i + 1], emis_rows[i]
+        centroid = cands[i].centroid
         for s in range(p + 1):
-            cur = score[i, s]
+            cur = row[s]
             if cur <= neg / 2:
                 continue
             # drop candidate i
             v = cur - drop[i]
-            if v > score[i + 1, s]:
-                score[i + 1, s] = v
+            if v > nxt[s]:
+                nxt[s] = v
                 back[i + 1][s] = (s, False)
                 if (i, s) in last_centroid:
                     last_centroid[(i + 1, s)] = last_centroid[(i, s)]
             # assign candidate i to position j > s
-            start = 0 if s == p else s + 1
-            for j in range(start, p):
-                v = cur + emis[i, j]
-                if s != p:
-                    prev = last_centroid[(i, s)]
-                    dist = float(np.linalg.norm((prev - cands[i].centroid) * spacing))
-                    expected = sum(_step_mm(seq[k]) for k in range(s, j))
-                    skipped = j - s - 1
-                    v -= SKIP_PENALTY * skipped
-                    v -= DISTANCE_WEIGHT * math.log(max(dist, 1.0) / expected) ** 2
-                if v > score[i + 1, j]:
-                    score[i + 1, j] = v
+            if s == p:
+                for j in range(p):
+                    v = cur + emis_i[j]
+                    if v > nxt[j]:
+                        nxt[j] = v
+                        back[i + 1][j] = (s, True)
+                        last_centroid[(i + 1, j)] = centroid
+                continue
+            dist = max(float(np.linalg.norm((last_centroid[(i, s)] - centroid) * spacing)), 1.0)
+            expected_s = expected[s]
+            for j in range(s + 1, p):
+                v = cur + emis_i[j]
+                v -= SKIP_PENALTY * (j - s - 1)
+                v -= DISTANCE_WEIGHT * math.log(dist / expected_s[j]) ** 2
+                if v > nxt[j]:
+                    nxt[j] = v
                     back[i + 1][j] = (s, True)
-                    last_centroid[(i + 1, j)] = cands[i].centroid
-    end = int(np.argmax(score[n]))
-    total = float(score[n, end])
+                    last_centroid[(i + 1, j)] = centroid
+    last = score[n]
+    end = int(np.argmax(last))
+    total = float(last[end])
     assign: list[VertebraLevel | None] = [None] * n
     s = end
     for i in range(n, 0, -1):
