@@ -82,3 +82,29 @@ def test_blending_is_fast():
     out = sliding_window_inference(lambda b: np.repeat(b, 4, axis=1), x, (96, 96, 96), overlap=0.25, batch_size=4)
     assert out.shape == (4, 128, 160, 160)
     assert time.perf_counter() - t < 3.0
+
+
+@pytest.mark.parametrize("output_key", [None, "logits"])
+def test_single_window_returns_the_cropped_output_without_copy(output_key):
+    """One window over the padded volume: exactly fn(padded input), cropped, as a view of fn's output."""
+    x = np.random.default_rng(2).standard_normal((1, 37, 21, 30)).astype(np.float32)
+    seen = {}
+
+    def fn(batch):
+        seen["in"] = batch.copy()
+        seen["out"] = {"logits": np.concatenate([2 * batch + 1, -batch, batch**2], axis=1), "aux": batch[:, :1] * 0}
+        return seen["out"]
+
+    out = sliding_window_inference(fn, x, (48, 32, 32), overlap=0.25, size_divisor=16, pad_value=-3.0,
+                                   output_key=output_key)
+    logits = out if output_key else out["logits"]
+    padded = np.pad(x, ((0, 0), (0, 11), (0, 11), (0, 2)), constant_values=-3.0)
+    np.testing.assert_array_equal(seen["in"], padded[None])  # the reference: one call on the padded volume
+    np.testing.assert_array_equal(logits, seen["out"]["logits"][0][:, :37, :21, :30])
+    assert np.shares_memory(logits, seen["out"]["logits"])
+    if output_key is None:
+        assert set(out) == {"logits", "aux"}
+    with pytest.raises(InputError, match="dense"):
+        sliding_window_inference(lambda b: b[:, :, :4], x, (48, 32, 32), size_divisor=16)
+    with pytest.raises(InputError, match="no output"):
+        sliding_window_inference(fn, x, (48, 32, 32), size_divisor=16, output_key="probs")

@@ -80,7 +80,9 @@ def sliding_window_inference(
 
     Returns:
         The blended prediction (an array, or a dict when ``fn`` returns dicts and no
-        ``output_key`` is given), cropped back to ``array``'s spatial shape.
+        ``output_key`` is given), cropped back to ``array``'s spatial shape. When one window covers
+        the (padded) volume, the prediction is ``fn``'s output itself, cropped: a view, not a copy
+        (for the coarse spine model that is a 21-channel volume of 100s of MB).
     """
     arr = np.asarray(array, dtype=np.float32)
     nsp = len(patch_size)
@@ -100,6 +102,9 @@ def sliding_window_inference(
     starts = [window_starts(s, p, overlap) for s, p in zip(padded_shape, patch)]
     grids = np.stack(np.meshgrid(*starts, indexing="ij"), axis=-1).reshape(-1, nsp)
     windows = [tuple(slice(int(a), int(a) + p) for a, p in zip(corner, patch)) for corner in grids]
+    crop = (slice(None), *(slice(0, s) for s in spatial))
+    if len(windows) == 1:
+        return _single_window(fn, arr, crop, output_key)
     batches = [
         np.stack([arr[(slice(None), *w)] for w in windows[i : i + batch_size]])
         for i in range(0, len(windows), batch_size)
@@ -125,9 +130,6 @@ def sliding_window_inference(
                     f"sliding window: output {key or 'array'} has spatial shape {val.shape[2:]}, expected {patch}; "
                     "only dense (same-size) outputs can be blended"
                 )
-            if len(windows) == 1:  # one window: the weighted mean of one prediction is itself
-                acc[key] = val[0]
-                continue
             if key not in acc:
                 acc[key] = np.zeros((val.shape[1], *padded_shape), dtype=np.float32)
             val = val.copy() if not val.flags.writeable else val
@@ -137,12 +139,35 @@ def sliding_window_inference(
                 np.add(region, np.multiply(val[j], weight, out=val[j]), out=region)  # in place: these are 100s of MB
         for j in range(len(batches[bi])):
             norm[windows[bi * batch_size + j]] += weight
-    crop = (slice(None), *(slice(0, s) for s in spatial))
-    if len(windows) == 1:
-        result = {k: np.ascontiguousarray(v[crop]) for k, v in acc.items()}
-    else:
-        inv = np.reciprocal(norm[crop[1:]])
-        result = {k: np.multiply(v[crop], inv, out=v[crop]) for k, v in acc.items()}
+    inv = np.reciprocal(norm[crop[1:]])
+    result = {k: np.multiply(v[crop], inv, out=v[crop]) for k, v in acc.items()}
+    if as_dict and output_key is None:
+        return result
+    return next(iter(result.values()))
+
+
+def _single_window(fn: Callable[[np.ndarray], Any] | Any, arr: np.ndarray, crop: tuple[slice, ...],
+                   output_key: str | None) -> Prediction:
+    """One window covering the whole padded ``arr``: the weighted mean of one prediction is the
+    prediction itself, so no importance map, accumulator or normaliser is made, and the output is
+    returned as the cropped view of ``fn``'s result."""
+    batch = np.array(arr[None], dtype=np.float32)  # fn gets its own batch, as in the windowed path
+    pred = fn.infer_many([batch])[0] if hasattr(fn, "infer_many") else fn(batch)
+    as_dict = isinstance(pred, Mapping)
+    outs = dict(pred) if as_dict else {"": pred}
+    if output_key is not None:
+        if output_key not in outs:
+            raise InputError(f"sliding window: model has no output {output_key!r} (outputs: {sorted(outs)})")
+        outs = {output_key: outs[output_key]}
+    result: dict[str, np.ndarray] = {}
+    for key, val in outs.items():
+        val = np.asarray(val, dtype=np.float32)
+        if val.shape[2:] != arr.shape[1:]:
+            raise InputError(
+                f"sliding window: output {key or 'array'} has spatial shape {val.shape[2:]}, expected {arr.shape[1:]}; "
+                "only dense (same-size) outputs can be blended"
+            )
+        result[key] = val[0][crop]
     if as_dict and output_key is None:
         return result
     return next(iter(result.values()))
