@@ -25,7 +25,16 @@ from osteoscan.labels import (
     VertebraPart,
 )
 from osteoscan.pipeline.cascade import LoadedModel
-from osteoscan.pipeline.grid import Grid, centered_grid, inside_mask, sample, union_grid
+from osteoscan.pipeline.grid import (
+    Box,
+    Grid,
+    centered_grid,
+    inside_box,
+    inside_mask,
+    sample,
+    sample_box,
+    union_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,26 +175,24 @@ def segment_vertebrae(
     spacing = tuple(float(s) for s in spec.input_spacing_mm)
     grids = [centered_grid(d.centroid_lps_mm, shape, spacing, volume.direction) for d in levels]
     cts = [sample(volume.array, volume.affine, g, order=1, cval=OUTSIDE_HU) for g in grids]
-    guides = [
-        sample(localisation.level_map == d.level, localisation.grid.affine, g, order=0, cval=0)
-        for d, g in zip(levels, grids)
-    ]
+    # the coarse level map on each crop, sampled once: the guide and the quality evidence both use it
+    coarse_crops = [sample(localisation.level_map, localisation.grid.affine, g, order=0, cval=0) for g in grids]
     batch = np.stack(
-        [np.stack([normalise_hu(ct, spec), guide.astype(np.float32)]) for ct, guide in zip(cts, guides)]
+        [
+            np.stack([normalise_hu(ct, spec), (coarse == d.level).astype(np.float32)])
+            for d, ct, coarse in zip(levels, cts, coarse_crops)
+        ]
     )
     logits = fine.infer(batch)["logits"]
     segments = []
-    for d, g, ct, lg in zip(levels, grids, cts, logits):
+    for d, g, ct, coarse, lg in zip(levels, grids, cts, coarse_crops, logits):
         raw = np.argmax(lg, axis=0).astype(np.uint8)
         parts = _largest_component_parts(raw)
         if not parts.any():
             log.warning("the fine model found no %s inside its crop; level dropped", d.level.name)
             continue
-        inside = inside_mask(volume.shape, volume.affine, g)
-        # touching the edge of the field of view (one voxel margin) = cut vertebra
-        near_outside = ndimage.binary_dilation(~inside, iterations=2)
-        complete = not bool(np.any(near_outside & (parts > 0))) and not d.touches_border
         fg = parts > 0
+        complete = not _near_field_edge(fg, volume, g) and not d.touches_border
         segments.append(
             VertebraSegment(
                 level=d.level,
@@ -193,7 +200,7 @@ def segment_vertebrae(
                 parts=parts,
                 ct=ct,
                 complete=complete,
-                coarse_fractions=_coarse_fractions(localisation, g, fg),
+                coarse_fractions=_coarse_fractions(coarse, fg),
                 largest_component_fraction=float(fg.sum()) / float(max(int(np.count_nonzero(raw)), 1)),
                 touches_axial_crop_face=bool(fg[0].any() or fg[-1].any()),
             )
@@ -201,11 +208,36 @@ def segment_vertebrae(
     return tuple(segments)
 
 
-def _coarse_fractions(
-    localisation: SpineLocalisation, grid: Grid, mask: np.ndarray
-) -> tuple[tuple[VertebraLevel, float], ...]:
-    """Fraction of a fine mask on each level of the coarse level map (which level it really is)."""
-    coarse = sample(localisation.level_map, localisation.grid.affine, grid, order=0, cval=0)
+#: Voxels of margin to the edge of the scanned field of view within which a fine mask counts as cut.
+FIELD_EDGE_MARGIN_VOXELS = 2
+
+
+def _near_field_edge(mask: np.ndarray, volume: CTVolume, grid: Grid) -> bool:
+    """Whether ``mask`` (on ``grid``) comes within the margin of the field of view's edge (a cut vertebra).
+
+    The points outside the field, dilated by the margin (6-connected, so an L1 ball): for an
+    axis-aligned crop the inside is a box, and the dilation reaches exactly the points within the
+    margin of one of the box's faces that lie inside the crop (a face on the crop's border has
+    nothing outside it to dilate from), so the mask is tested against the shrunken box instead.
+    """
+    box = inside_box(volume.shape, volume.affine, grid)
+    if box is None:  # oblique crop: the general morphology
+        outside = ~inside_mask(volume.shape, volume.affine, grid)
+        near = ndimage.binary_dilation(outside, iterations=FIELD_EDGE_MARGIN_VOXELS)
+        return bool(np.any(near & mask))
+    core = []
+    for sl, n in zip(box, grid.shape):
+        start = sl.start + (FIELD_EDGE_MARGIN_VOXELS if sl.start > 0 else 0)
+        stop = sl.stop - (FIELD_EDGE_MARGIN_VOXELS if sl.stop < n else 0)
+        core.append(slice(start, max(start, stop)))
+    return int(np.count_nonzero(mask[tuple(core)])) != int(np.count_nonzero(mask))
+
+
+def _coarse_fractions(coarse: np.ndarray, mask: np.ndarray) -> tuple[tuple[VertebraLevel, float], ...]:
+    """Fraction of a fine mask on each level of the coarse level map (which level it really is).
+
+    ``coarse`` is the coarse level map sampled on the fine mask's grid.
+    """
     counts = np.bincount(coarse[mask].astype(np.int64), minlength=1)
     n = max(int(mask.sum()), 1)
     return tuple((VertebraLevel(i), float(c) / n) for i, c in enumerate(counts) if i > 0 and c > 0)
@@ -246,20 +278,44 @@ def build_canvas(volume: CTVolume, segments: tuple[VertebraSegment, ...]) -> Spi
     spacing = segments[0].grid.spacing
     grid = union_grid([s.grid for s in segments], spacing, volume.direction)  # type: ignore[arg-type]
     labels = np.zeros(grid.shape, dtype=np.uint16)
-    pasted_masks = []
+    pasted: list[tuple[Box, np.ndarray]] = []  # each fine mask's box on the canvas and its mask there
     for seg in segments:
         enc = np.zeros(seg.parts.shape, dtype=np.uint16)
         enc[seg.parts == VertebraPart.BODY] = BODY_OFFSET + int(seg.level)
         enc[seg.parts == VertebraPart.POSTERIOR] = POSTERIOR_OFFSET + int(seg.level)
-        pasted = sample(enc, seg.grid.affine, grid, order=0, cval=0)
-        labels = np.where((pasted > 0) & (labels == 0), pasted, labels)
-        pasted_masks.append(pasted > 0)
+        box, values = _sampled_box(enc, seg.grid.affine, grid)
+        region = labels[box]
+        # first come, first kept: a voxel two masks claim stays with the earlier one
+        region[(values > 0) & (region == 0)] = values[(values > 0) & (region == 0)]
+        pasted.append((box, values > 0))
     overlap = {}
-    for (a, ma), (b, mb) in itertools.permutations(zip(segments, pasted_masks), 2):
+    for (a, (box_a, ma)), (b, (box_b, mb)) in itertools.permutations(zip(segments, pasted), 2):
         if a.level is not b.level and abs(int(a.level) - int(b.level)) <= 2:
-            overlap[(a.level, b.level)] = float((ma & mb).sum()) / max(int(ma.sum()), 1)
+            overlap[(a.level, b.level)] = _shared_voxels(box_a, ma, box_b, mb) / max(int(ma.sum()), 1)
     ct = sample(volume.array, volume.affine, grid, order=1, cval=OUTSIDE_HU)
     return SpineCanvas(labels=labels, ct=ct, grid=grid, overlap=overlap)
+
+
+def _sampled_box(array: np.ndarray, affine: np.ndarray, grid: Grid) -> tuple[Box, np.ndarray]:
+    """Nearest-neighbour samples of ``array`` on the part of ``grid`` it covers, and that box.
+
+    Axis-aligned grids sample only the box; an oblique one is sampled whole (the box is the grid).
+    """
+    inside = sample_box(array, affine, grid, order=0)
+    if inside is not None:
+        return inside
+    return tuple(slice(0, n) for n in grid.shape), sample(array, affine, grid, order=0, cval=0)  # type: ignore[return-value]
+
+
+def _shared_voxels(box_a: Box, mask_a: np.ndarray, box_b: Box, mask_b: np.ndarray) -> float:
+    """Voxels set in both masks, each given on its own box of one grid."""
+    starts = [max(a.start, b.start) for a, b in zip(box_a, box_b)]
+    stops = [min(a.stop, b.stop) for a, b in zip(box_a, box_b)]
+    if any(lo >= hi for lo, hi in zip(starts, stops)):
+        return 0.0
+    in_a = tuple(slice(lo - a.start, hi - a.start) for lo, hi, a in zip(starts, stops, box_a))
+    in_b = tuple(slice(lo - b.start, hi - b.start) for lo, hi, b in zip(starts, stops, box_b))
+    return float(np.count_nonzero(mask_a[in_a] & mask_b[in_b]))
 
 
 def labels_on_ct_grid(volume: CTVolume, canvas: SpineCanvas | None) -> np.ndarray:
