@@ -125,9 +125,8 @@ def levels_for_fine_model(
     (a chest CT: thoracic BMD and fractures are then all there is to report). A level inferred from
     the sequence without voxels of its own (a sliver at the edge of the scan) has nothing to crop.
     """
-    vertebrae = [
-        d for d in localisation.detected if d.level is not VertebraLevel.SACRUM and d.level not in sliver_levels(localisation)
-    ]
+    slivers = sliver_levels(localisation)  # once: it scans the whole coarse map
+    vertebrae = [d for d in localisation.detected if d.level is not VertebraLevel.SACRUM and d.level not in slivers]
     lumbar_in_view = any(d.level.region == "lumbar" for d in vertebrae)
     if all_levels or not lumbar_in_view:
         return tuple(vertebrae)
