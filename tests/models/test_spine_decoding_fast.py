@@ -194,3 +194,15 @@ def test_decoding_logits_equals_decoding_their_probabilities(seed: int) -> None:
     assert fast.vertebrae == ref.vertebrae
     np.testing.assert_array_equal(fast.level_map, ref.level_map)
     assert fast.notes == ref.notes
+
+
+def test_probability_detection() -> None:
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(NUM_SPINE_CLASSES, 4, 5, 6)).astype(np.float32)
+    assert sd._are_probabilities(sd.softmax(logits))
+    assert not sd._are_probabilities(logits)
+    positive = np.abs(logits)  # no negative value for the quick check: the full test decides
+    assert not sd._are_probabilities(positive)
+    late_negative = sd.softmax(logits)
+    late_negative[3, 2, 1, 1] = -0.1  # not in the quick check's plane
+    assert not sd._are_probabilities(late_negative)

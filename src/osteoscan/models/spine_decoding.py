@@ -150,7 +150,9 @@ def _checked_scores(scores: np.ndarray) -> np.ndarray:
 
 
 def _are_probabilities(s: np.ndarray) -> bool:
-    """Whether (C, ...) scores already are probabilities (by range and sum), not logits."""
+    """Whether (C, D, H, W) scores already are probabilities (by range and sum), not logits."""
+    if s.size and bool((s[-1, 0] < 0.0).any()):
+        return False  # a negative score (logits in the background): the same answer as the min below
     return bool(s.min() >= 0.0 and s.max() <= 1.0 and np.allclose(s.sum(axis=0), 1.0, atol=1e-2))
 
 
