@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from scipy import ndimage
 
@@ -95,3 +96,58 @@ def test_seg_crop_keeps_the_labelled_frames_in_place(flip: bool) -> None:
     empty = np.zeros((4, 2, 2), np.uint16)
     same, aff = _crop_to_labelled_frames(empty, affine)
     assert same is empty and aff is affine
+
+
+def _seg_content(ds: pydicom.Dataset) -> list[tuple[str, object]]:
+    """Every element of a SEG, nested, without the fresh UIDs (instance, series, tracking) and times."""
+    kept_uids = {"SOPClassUID", "ReferencedSOPClassUID", "ReferencedSOPInstanceUID", "FrameOfReferenceUID",
+                 "StudyInstanceUID", "SeriesInstanceUID"}
+    out: list[tuple[str, object]] = []
+    for el in ds:
+        if el.VR == "SQ":
+            for n, item in enumerate(el.value):
+                out += [(f"{el.keyword}[{n}].{k}", v) for k, v in _seg_content(item)]
+        elif el.VR in ("DA", "TM", "DT") or (el.VR == "UI" and el.keyword not in kept_uids):
+            continue
+        else:
+            out.append((el.keyword, el.value))
+    return out
+
+
+@pytest.mark.parametrize("order", ["as_read", "reversed", "shuffled"])
+def test_seg_on_the_source_grid_equals_the_matched_volume(study, dicom_series, order: str) -> None:
+    """The plain-array input (source grid) gives the same SEG as the volume highdicom matches plane by plane."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from osteoscan.report.seg import build_label_volume, on_source_grid, segmentation_pixels
+
+    source = {"as_read": dicom_series, "reversed": dicom_series[::-1],
+              "shuffled": [dicom_series[i] for i in np.random.default_rng(0).permutation(len(dicom_series))]}[order]
+    seg_map, levels, tissues, _ = build_label_volume(level_map(study.labels), study.tissue, 6)
+    fast = segmentation_pixels(seg_map, study.ct.affine, source)
+    matched = segmentation_pixels(seg_map, study.ct.affine, source, allow_source_grid=False)
+    assert isinstance(matched, hd.Volume)
+    assert isinstance(fast, np.ndarray) is (order != "shuffled")  # shuffled: not on the grid, same path
+    assert on_source_grid(fast if isinstance(fast, np.ndarray) else seg_map, study.ct.affine, source) is (order == "as_read")
+    algo = hd.AlgorithmIdentificationSequence(name="t", family=codes.cid7162.ArtificialIntelligence, version="1")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n, segment_label=f"s{n}", segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Bone, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo, tracking_uid="1.2.3." + str(n), tracking_id=f"s{n}",
+        )
+        for n in range(1, len(levels) + len(tissues) + 1)
+    ]
+
+    def build(pixels: np.ndarray | hd.Volume) -> pydicom.Dataset:
+        return hd.seg.Segmentation(
+            source_images=list(source), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid="1.2.3.4", series_number=1,
+            sop_instance_uid="1.2.3.5", instance_number=1, manufacturer="m", manufacturer_model_name="m",
+            software_versions="1", device_serial_number="1",
+        )
+
+    a, b = build(fast), build(matched)
+    assert int(a.NumberOfFrames) == int(b.NumberOfFrames) > 0
+    assert _seg_content(a) == _seg_content(b)
