@@ -32,7 +32,7 @@ def _tricky_logits(seed: int) -> np.ndarray:
     x = rng.normal(0.0, 3.0, (NUM_SPINE_CLASSES, 6, 7, 9)).astype(np.float32)
     flat = x.reshape(NUM_SPINE_CLASSES, -1)
     n = flat.shape[1]
-    for v in range(0, n // 2):  # 1-ulp near ties: the lower channel gets the smaller logit
+    for v in range(n // 2):  # 1-ulp near ties: the lower channel gets the smaller logit
         lo, hi = sorted(rng.choice(NUM_SPINE_CLASSES, 2, replace=False))
         top = np.float32(rng.uniform(-0.5, 0.5) if v % 2 else flat[:, v].max() + 1.0)
         flat[:, v] = np.minimum(flat[:, v], top - 2.0)
