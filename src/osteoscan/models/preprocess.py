@@ -21,12 +21,16 @@ def normalise_hu(hu: np.ndarray, spec: ModelSpec | Normalisation) -> np.ndarray:
     float32 of the same shape. Non-finite values (NaN from a bad resample) become the padding value.
     """
     norm = spec.normalisation if isinstance(spec, ModelSpec) else spec
-    x = np.asarray(hu, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
+    src = np.asarray(hu)
+    x = src.astype(np.float32, copy=False)
+    if src.dtype.kind not in "biu" and not np.all(np.isfinite(x)):  # integer CT (int16) is always finite
         x = np.where(np.isfinite(x), x, np.float32(norm.pad_hu))
     lo, hi = np.float32(norm.hu_min), np.float32(norm.hu_max)
-    out = (np.clip(x, lo, hi) - lo) * np.float32(1.0 / (hi - lo))
-    return out.astype(np.float32, copy=False)
+    # (clip(x) - lo) * scale in one float32 array updated in place (never the caller's array)
+    out = np.clip(x, lo, hi, out=None if x is src else x)
+    out -= lo
+    out *= np.float32(1.0 / (hi - lo))
+    return out
 
 
 def crop_start(center_index: Sequence[float], size: Sequence[int]) -> np.ndarray:
