@@ -151,3 +151,24 @@ def test_seg_on_the_source_grid_equals_the_matched_volume(study, dicom_series, o
     a, b = build(fast), build(matched)
     assert int(a.NumberOfFrames) == int(b.NumberOfFrames) > 0
     assert _seg_content(a) == _seg_content(b)
+
+
+def test_png_bytes_has_the_pixels_of_the_default_encoding() -> None:
+    """The faster PNG level changes the file size only, never a pixel (HTML, PDF and SC show the same image)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(2.0, 1.5))
+    ax = fig.add_axes((0.1, 0.1, 0.8, 0.8))
+    ax.imshow(np.random.default_rng(0).normal(size=(40, 50)), cmap="gray")
+    ax.set_title("L1  95  G2", fontsize=8)
+    FigureCanvasAgg(fig)
+    default = io.BytesIO()
+    fig.savefig(default, format="png", dpi=figures.DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04)
+    fast = figures.png_bytes(fig)
+    assert fast != default.getvalue()  # encoded differently ...
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(fast))),  # ... same image
+                                  np.asarray(Image.open(io.BytesIO(default.getvalue()))))

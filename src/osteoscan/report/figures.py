@@ -32,6 +32,10 @@ SAGITTAL_MARGIN_ANTERIOR_MM = 60.0
 SAGITTAL_MARGIN_POSTERIOR_MM = 35.0
 OVERLAY_ALPHA = 0.5
 DPI = 150
+#: zlib level of the PNG figures. Level 1 encodes 3x faster than PIL's default 6 (0.13 s less per report
+#: on the 2-core box) for files ~20 % larger (report.html grows by ~0.2 MB); the pixels are the same, and
+#: report.pdf and the SC images, which store decoded pixels, are byte-for-byte unchanged.
+PNG_COMPRESS_LEVEL = 1
 
 
 def vertebra_colors(result: StudyResult) -> dict[str, str]:
@@ -43,10 +47,12 @@ def _bmd(v: VertebraResult) -> float | None:
     return v.bmd_mg_cm3 if v.bmd_mg_cm3 is not None else v.bmd_calibrated_mg_cm3
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (Agg canvas, white background, trimmed to its content)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04)
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04,
+                pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return buf.getvalue()
 
 
@@ -156,7 +162,7 @@ def sagittal_png(ct: CTVolume, lvl: np.ndarray, result: StudyResult) -> bytes:
         handlelength=1.2,
         columnspacing=1.0,
     )
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def level_caption(v: VertebraResult | None, name: str) -> str:
@@ -240,7 +246,7 @@ def axial_tissue_png(ct: CTVolume, tissue: np.ndarray, slice_index: int, result:
     ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8,
               frameon=False, handlelength=1.2, columnspacing=1.0)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def bmd_chart_png(result: StudyResult) -> bytes:
@@ -297,4 +303,4 @@ def bmd_chart_png(result: StudyResult) -> bytes:
     ax.set_title("Bone mineral density per level vs ACR QCT categories", fontsize=9)
     if not verts:
         ax.text(0.5, 0.5, "no vertebra with a BMD measurement", transform=ax.transAxes, ha="center")
-    return _png(fig)
+    return png_bytes(fig)

@@ -14,14 +14,12 @@ this one needs nothing but numpy and matplotlib and gives the same picture every
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import trimesh
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -29,7 +27,7 @@ from scipy import ndimage
 from skimage import measure
 
 from osteoscan.labels import VertebraLevel
-from osteoscan.report.figures import spread_labels
+from osteoscan.report.figures import png_bytes, spread_labels
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ def render_png(
     ax.set_title(title, fontsize=9)
     if not meshes:
         ax.text(0.5, 0.5, "no vertebra segmented", ha="center", transform=ax.transAxes)
-        return _png(fig)
+        return png_bytes(fig)
     # View: from the patient's left-anterior (45 deg), head up. Screen axes in LPS:
     view = np.array([0.7071, -0.7071, 0.0])  # direction from the object towards the viewer (L + A)
     up = np.array([0.0, 0.0, 1.0])  # superior
@@ -175,11 +173,5 @@ def render_png(
         ax.text(extent_right + pad * 0.3, y, (captions or {}).get(m.level, m.level), fontsize=7, va="center",
                 ha="left", color="#222222")
     ax.set_xlim(lo[0] - pad, hi[0] + pad * 4)
-    return _png(fig)
+    return png_bytes(fig)
 
-
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150, facecolor="white", bbox_inches="tight", pad_inches=0.04)
-    return buf.getvalue()
