@@ -172,3 +172,20 @@ def test_png_bytes_has_the_pixels_of_the_default_encoding() -> None:
     assert fast != default.getvalue()  # encoded differently ...
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(fast))),  # ... same image
                                   np.asarray(Image.open(io.BytesIO(default.getvalue()))))
+
+
+def test_meshes_exported_from_the_child_are_full_resolution(study, tmp_path: Path) -> None:
+    """On a fine grid the rendering uses coarser meshes and spine.stl/.glb come from another process: they
+    must still be the full-resolution meshes, the same as exported directly."""
+    from osteoscan.io import CTVolume
+    from osteoscan.report import mesh, write_outputs
+    from osteoscan.report.outputs import _render_step
+
+    fine = CTVolume(array=study.ct.array, affine=affine_from_spacing((3.0, 0.75, 0.75), (0.0, 0.0, 0.0)),
+                    provenance=study.ct.provenance)
+    assert _render_step(fine) > 1  # the path under test: meshes exported apart from the rendering
+    paths = write_outputs(study.result, fine, study.labels, None, tmp_path / "out", outputs=("mesh",))
+    full = mesh.vertebra_meshes(level_map(study.labels), fine.affine, figures.vertebra_colors(study.result))
+    assert paths["stl"].read_bytes() == mesh.export_stl(full, tmp_path / "direct.stl").read_bytes()
+    assert paths["glb"].read_bytes() == mesh.export_glb(full, tmp_path / "direct.glb").read_bytes()
+    assert paths.timings_s["mesh export"] > 0.0

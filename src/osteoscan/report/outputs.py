@@ -20,9 +20,10 @@ the reason (also logged), e.g. DICOM objects from a NIfTI input; ``.timings_s``/
 wall/CPU seconds per step.
 
 Speed (2-core edge CPU): work on the label map is done within its non-zero bounding box; seg.dcm and
-sr.dcm are written by a forked child process (:mod:`osteoscan.report.parallel`) while this process
-draws the figures, meshes and documents, and labels.nii.gz is gzipped on a thread. Both are joined
-before ``write_outputs`` returns. Steps overlap, so their wall times add up to more than the call.
+sr.dcm are written by a forked child process (:mod:`osteoscan.report.parallel`), spine.glb/.stl (from
+full-resolution meshes) by another, while this process draws the figures, the rendering and the
+documents, and labels.nii.gz is gzipped on a thread. All are joined before ``write_outputs`` returns.
+Steps overlap, so their wall times add up to more than the call.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -40,6 +42,9 @@ import pydicom
 from osteoscan.errors import GeometryError, InputError, OsteoscanError
 from osteoscan.io import CTVolume
 from osteoscan.result import CompositionResult, StudyResult
+
+if TYPE_CHECKING:
+    from osteoscan.report.mesh import VertebraMesh
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +208,15 @@ def write_outputs(
         with paths.timed("seg+sr (fork)"):
             seg_sr = ForkedCall(_write_seg_sr, wanted, result, ct, lvl, boxes, tissue, outdir, dicom_source,
                                 name="osteoscan-seg-sr")
+    # spine.glb/.stl need full-resolution meshes, a second set beside the report's coarser rendering
+    # meshes: made in another child, so that this process (the longer side) keeps only the rendering.
+    mesh_export: ForkedCall[OutputPaths] | None = None
+    if "mesh" in wanted and _render_step(ct) > 1:
+        from osteoscan.report.figures import vertebra_colors
+
+        with paths.timed("mesh export (fork)"):
+            mesh_export = ForkedCall(_export_meshes, lvl, ct.affine, vertebra_colors(result), boxes, outdir,
+                                     name="osteoscan-mesh")
     # labels.nii.gz is mostly gzip time, which releases the GIL: write it on a second thread while the
     # figures, meshes and DICOM objects are made (2-core edge boxes gain its whole duration).
     nifti_job: Future[Path] | None = None
@@ -220,13 +234,18 @@ def write_outputs(
                 )
             else:
                 paths.skip("tissue_nifti", "no tissue map (body composition not measured)")
-        _write_rest(paths, wanted, result, ct, lvl, boxes, tissue, outdir, source_datasets, dicom_source)
+        _write_rest(paths, wanted, result, ct, lvl, boxes, tissue, outdir, source_datasets, dicom_source,
+                    export_meshes=mesh_export is None)
         if seg_sr is not None:
             with paths.timed("seg+sr (wait)"):
                 paths.merge(seg_sr.result())  # re-raises the child's error, if any
+        if mesh_export is not None:
+            with paths.timed("mesh export (wait)"):
+                paths.merge(mesh_export.result())
     finally:  # on an error too: never leave a half-written file being written
-        if seg_sr is not None:
-            seg_sr.close()
+        for child in (seg_sr, mesh_export):
+            if child is not None:
+                child.close()
         pool.shutdown(wait=True)
     if nifti_job is not None:
         with paths.timed("nifti (wait)"):
@@ -250,11 +269,13 @@ def _write_rest(
     outdir: Path,
     source_datasets: Sequence[pydicom.Dataset] | None,
     dicom_source: Sequence[pydicom.Dataset] | None,
+    export_meshes: bool = True,
 ) -> None:
     """Figures, meshes, HTML/PDF, the Encapsulated PDF and the SC images (not the NIfTI maps, SEG, SR).
 
     ``lvl``/``boxes``: the level map and its ``find_objects``; ``dicom_source``: the usable source
-    instances (:func:`_dicom_source`), None when DICOM outputs are not written.
+    instances (:func:`_dicom_source`), None when DICOM outputs are not written; ``export_meshes``:
+    False when spine.glb/.stl are written elsewhere (:func:`_export_meshes` in a child process).
     """
     from osteoscan.report import content as content_mod
     from osteoscan.report import figures, mesh
@@ -272,7 +293,7 @@ def _write_rest(
     if wanted & {"html", "pdf", "mesh"}:
         colors = figures.vertebra_colors(result)
         with paths.timed("mesh"):
-            step = max(1, round(RENDER_VOXEL_MM / min(ct.spacing)))
+            step = _render_step(ct)
             render_meshes = mesh.vertebra_meshes(lvl, ct.affine, colors, step=step, boxes=boxes)
         with paths.timed("render"):
             by_level = {v.level: v for v in result.vertebrae}
@@ -280,12 +301,9 @@ def _write_rest(
             images["render"] = mesh.render_png(render_meshes, captions=captions)
         if "mesh" in wanted:
             with paths.timed("mesh"):
-                full = mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes) if step > 1 else render_meshes
-                if full:
-                    paths["glb"] = mesh.export_glb(full, outdir / "spine.glb")
-                    paths["stl"] = mesh.export_stl(full, outdir / "spine.stl")
-                else:
-                    paths.skip("mesh", "no vertebra in the label map")
+                if export_meshes:
+                    full = render_meshes if step == 1 else mesh.vertebra_meshes(lvl, ct.affine, colors, boxes=boxes)
+                    _write_meshes(paths, full, outdir)
                 paths["render_png"] = outdir / "spine_render.png"
                 paths["render_png"].write_bytes(images["render"])
 
@@ -330,6 +348,38 @@ def _dicom_source(
             paths.skip(name, f"source series unusable for DICOM outputs: {exc}")
         return None
     return unique_instances(source_datasets)
+
+
+def _render_step(ct: CTVolume) -> int:
+    """Marching-cubes step of the report's rendering meshes (exported meshes use 1)."""
+    return max(1, round(RENDER_VOXEL_MM / min(ct.spacing)))
+
+
+def _write_meshes(paths: OutputPaths, meshes: Sequence[VertebraMesh], outdir: Path) -> None:
+    from osteoscan.report import mesh
+
+    if meshes:
+        paths["glb"] = mesh.export_glb(list(meshes), outdir / "spine.glb")
+        paths["stl"] = mesh.export_stl(list(meshes), outdir / "spine.stl")
+    else:
+        paths.skip("mesh", "no vertebra in the label map")
+
+
+def _export_meshes(
+    lvl: np.ndarray,
+    affine: np.ndarray,
+    colors: dict[str, str],
+    boxes: list[tuple[slice, ...] | None],
+    outdir: Path,
+) -> OutputPaths:
+    """spine.glb and spine.stl from full-resolution meshes; returns what it wrote (run in a child
+    process: see :class:`osteoscan.report.parallel.ForkedCall`)."""
+    from osteoscan.report import mesh
+
+    paths = OutputPaths()
+    with paths.timed("mesh export"):
+        _write_meshes(paths, mesh.vertebra_meshes(lvl, affine, colors, boxes=boxes), outdir)
+    return paths
 
 
 def _write_seg_sr(
