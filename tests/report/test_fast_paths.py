@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -153,25 +154,50 @@ def test_seg_on_the_source_grid_equals_the_matched_volume(study, dicom_series, o
     assert _seg_content(a) == _seg_content(b)
 
 
-def test_png_bytes_has_the_pixels_of_the_default_encoding() -> None:
-    """The faster PNG level changes the file size only, never a pixel (HTML, PDF and SC show the same image)."""
+def _tight_png(fig) -> bytes:  # type: ignore[no-untyped-def]
+    """matplotlib's own trimmed PNG (two draws, default zlib level): what png_bytes must reproduce."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=figures.DPI, facecolor="white", bbox_inches="tight",
+                pad_inches=figures.PAD_INCHES)
+    return buf.getvalue()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    import io
+
     from PIL import Image
 
-    fig = Figure(figsize=(2.0, 1.5))
-    ax = fig.add_axes((0.1, 0.1, 0.8, 0.8))
-    ax.imshow(np.random.default_rng(0).normal(size=(40, 50)), cmap="gray")
-    ax.set_title("L1  95  G2", fontsize=8)
-    FigureCanvasAgg(fig)
-    default = io.BytesIO()
-    fig.savefig(default, format="png", dpi=figures.DPI, facecolor="white", bbox_inches="tight", pad_inches=0.04)
-    fast = figures.png_bytes(fig)
-    assert fast != default.getvalue()  # encoded differently ...
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(fast))),  # ... same image
-                                  np.asarray(Image.open(io.BytesIO(default.getvalue()))))
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_png_bytes_draws_the_pixels_of_savefig_tight(study, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every report figure, drawn once with the measured box and a faster PNG level, has exactly the
+    pixels of matplotlib's bbox_inches="tight" (which draws twice)."""
+    from osteoscan.report import mesh
+
+    lvl = level_map(study.labels)
+    colors = figures.vertebra_colors(study.result)
+    meshes = mesh.vertebra_meshes(lvl, study.ct.affine, colors)
+    draw = {
+        "sagittal": lambda: figures.sagittal_png(study.ct, lvl, study.result),
+        "axial": lambda: figures.axial_tissue_png(study.ct, study.tissue, 6, study.result),
+        "chart": lambda: figures.bmd_chart_png(study.result),
+        "chart_empty": lambda: figures.bmd_chart_png(dataclasses.replace(study.result, vertebrae=())),
+        "render": lambda: mesh.render_png(meshes, captions={m.level: f"{m.level}  95  G2" for m in meshes}),
+        "render_empty": lambda: mesh.render_png([]),
+    }
+    fast = {name: fn() for name, fn in draw.items()}
+    monkeypatch.setattr(figures, "png_bytes", _tight_png)
+    monkeypatch.setattr(mesh, "png_bytes", _tight_png)
+    for name, fn in draw.items():
+        reference = fn()
+        assert fast[name] != reference, name  # really the other code path ...
+        np.testing.assert_array_equal(_pixels(fast[name]), _pixels(reference), err_msg=name)  # ... same image
 
 
 def test_meshes_exported_from_the_child_are_full_resolution(study, tmp_path: Path) -> None:
