@@ -146,10 +146,29 @@ def test_largest_component_matches_labelling_the_whole_crop() -> None:
         for _blob in range(rng.integers(0, 4)):  # blobs of equal size too: the first in raster order wins
             lo = rng.integers(0, 16, size=3)
             size = rng.integers(1, 5, size=3)
-            parts[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = rng.integers(1, 3)
+            parts[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = rng.integers(
+                1, 3
+            )
         out = _largest_component_parts(parts)
         np.testing.assert_array_equal(out, _reference_largest_component(parts))
         assert out.dtype == np.uint8
     two = np.zeros((6, 6, 6), dtype=np.uint8)
     two[0, 0, 0] = two[4:, 4:, 4:] = VertebraPart.BODY
     assert _largest_component_parts(two).sum() == 8 * int(VertebraPart.BODY)
+
+
+def test_body_centroid_is_argwheres_mean_bit_for_bit() -> None:
+    rng = np.random.default_rng(2)
+    grid = Grid((30, 40, 50), affine_from_spacing((1.25, 1.25, 1.25)))
+    for p_body in (0.001, 0.3, 0.9):
+        parts = np.where(rng.random(grid.shape) < p_body, VertebraPart.BODY, VertebraPart.POSTERIOR).astype(
+            np.uint8
+        )
+        seg = VertebraSegment(VertebraLevel.L1, grid, parts, np.zeros(grid.shape, np.float32), complete=True)
+        expected = np.argwhere(seg.body).mean(axis=0)
+        assert seg.body_centroid_index is not None
+        assert seg.body_centroid_index.tobytes() == expected.tobytes()
+    empty = VertebraSegment(
+        VertebraLevel.L1, grid, np.zeros(grid.shape, np.uint8), np.zeros(grid.shape, np.float32), True
+    )
+    assert empty.body_centroid_index is None

@@ -188,7 +188,9 @@ def _vertebra_results(
 ) -> tuple[VertebraResult, ...]:
     bmd_by_level = {b.level: b for b in bmd}
     implausible = _implausible_masks(segments, canvas)
-    centroids = {s.level: s.grid.index_to_lps(np.argwhere(s.body).mean(axis=0)) for s in segments if s.body.any()}
+    centroids = {
+        s.level: s.grid.index_to_lps(s.body_centroid_index) for s in segments if s.body_centroid_index is not None
+    }
     heights: dict[VertebraLevel, Heights] = {}
     for seg in segments:
         if seg.complete and canvas is not None:

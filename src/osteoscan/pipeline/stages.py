@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,24 @@ class VertebraSegment:
     @property
     def vertebra(self) -> np.ndarray:
         return self.parts != VertebraPart.BACKGROUND
+
+    @cached_property
+    def body_centroid_index(self) -> np.ndarray | None:
+        """Mean crop index (float64, array order) of the body's voxels; None without a body.
+
+        Needed by the BMD crop, the analyses and the L3 slice, so computed once. Equal, bit for bit,
+        to ``np.argwhere(self.body).mean(axis=0)``: the index sums are exact integers either way, but
+        here they come from three projections instead of a list of every voxel's index.
+        """
+        body = self.body
+        n = int(np.count_nonzero(body))
+        if n == 0:
+            return None
+        sums = [
+            int(np.arange(body.shape[axis]) @ body.sum(axis=tuple(a for a in range(3) if a != axis)))
+            for axis in range(3)
+        ]
+        return np.asarray(sums, dtype=np.float64) / n
 
 
 def segment_vertebrae(
@@ -377,12 +396,12 @@ def regress_bmd(
     spec = bmd.spec
     shape = tuple(int(s) for s in spec.patch_size)
     spacing = tuple(float(s) for s in spec.input_spacing_mm)
-    chosen = [s for s in segments if s.complete and s.body.sum() > 0]
+    chosen = [(s, s.body_centroid_index) for s in segments if s.complete]
+    chosen = [(s, c) for s, c in chosen if c is not None]  # with a body
     if not chosen:
         return ()
     inputs = []
-    for seg in chosen:
-        centre_index = np.argwhere(seg.body).mean(axis=0)
+    for seg, centre_index in chosen:
         g = centered_grid(seg.grid.index_to_lps(centre_index), shape, spacing, volume.direction)
         ct = sample(volume.array, volume.affine, g, order=1, cval=OUTSIDE_HU)
         body = sample(seg.body.astype(np.uint8), seg.grid.affine, g, order=0, cval=0)
@@ -390,7 +409,7 @@ def regress_bmd(
     out = bmd.infer(np.stack(inputs))
     return tuple(
         BmdPrediction(level=s.level, bmd_mg_cm3=float(b), sigma_mg_cm3=float(sg))
-        for s, b, sg in zip(chosen, out["bmd"].reshape(-1), out["sigma"].reshape(-1))
+        for (s, _), b, sg in zip(chosen, out["bmd"].reshape(-1), out["sigma"].reshape(-1))
     )
 
 
