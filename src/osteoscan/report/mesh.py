@@ -160,7 +160,7 @@ def render_png(
     depth = np.concatenate(depths)
     order = np.argsort(depth)  # far first
     coll = PolyCollection(screen[order], facecolors=shade[order], edgecolors=shade[order], linewidths=0.15)
-    ax.add_collection(coll)
+    ax.add_collection(coll, autolim=False)  # limits are set below: no data-limit pass over every triangle
     pts = screen.reshape(-1, 2)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     pad = 0.05 * (hi - lo).max()
