@@ -237,3 +237,27 @@ def test_a_long_thin_process_is_not_split_off_as_a_vertebra() -> None:
     # the tip stayed with T12: no fragment candidate was made (and then dropped, or worse, labelled)
     assert not any("dropped" in n for n in out.notes), out.notes
     assert t12.mask_bbox[0][0] == z1 - 6
+
+
+def test_a_sacrum_in_two_pieces_is_one_sacrum_not_a_transitional_l6() -> None:
+    """S1's body and the fused lower segments are often separate components on the 4 mm grid; with
+    a faint L6 vote on the upper piece they were decoded as L6 + sacrum (7 of 24 validation cases)."""
+    levels = [V.L2, V.L3, V.L4, V.L5, V.SACRUM]
+    probs, centres = _column(levels)
+    # move the column up 8 slices and put a second sacrum component below the first, separated by
+    # a background gap
+    probs = np.concatenate([np.broadcast_to(probs[:, :1], (NUM_SPINE_CLASSES, 8, *probs.shape[2:])), probs], axis=1).copy()
+    z_s1 = int(round(centres[V.SACRUM])) + 8
+    upper = probs[:, z_s1 - 2 : z_s1 + 3, 6:18, 7:17]
+    upper[int(V.L6)] = 0.07
+    upper[int(V.SACRUM)] = 0.83
+    z_low = z_s1 - 6
+    piece = np.zeros(NUM_SPINE_CLASSES, dtype=np.float32)
+    piece[0], piece[int(V.SACRUM)] = 0.1, 0.9
+    probs[:, z_low - 4 : z_low + 1, 4:20, 5:19] = piece[:, None, None, None]
+    out = decode_spine(probs, _affine())
+    assert [v.level for v in out.vertebrae] == levels
+    sacrum = out.vertebrae[-1]
+    # both pieces belong to it
+    assert sacrum.mask_bbox[0][0] <= z_low - 4
+    assert not any("L6" in n for n in out.notes)

@@ -131,6 +131,13 @@ def _ref_viterbi(cands, seq, spacing):
                 back[i + 1][s] = (s, False)
                 if (i, s) in last_centroid:
                     last_centroid[(i + 1, s)] = last_centroid[(i, s)]
+            if s < p and seq[s] is V.SACRUM:  # further pieces of the sacrum stay sacrum
+                v = cur + emis[i, s]
+                if v > score[i + 1, s]:
+                    score[i + 1, s] = v
+                    back[i + 1][s] = (s, True)
+                    last_centroid[(i + 1, s)] = last_centroid[(i, s)]
+                continue
             start = 0 if s == p else s + 1
             for j in range(start, p):
                 v = cur + emis[i, j]

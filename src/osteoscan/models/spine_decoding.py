@@ -260,6 +260,7 @@ def decode_spine(scores: np.ndarray, affine: np.ndarray) -> SpineDecoding:
     cands.sort(key=lambda c: -c.centroid[0])
     assignment, variant_notes = _assign_levels(cands, spacing)
     notes.extend(variant_notes)
+    cands, assignment = _join_sacrum(cands, assignment, probs)
     level_map = np.zeros(shape, dtype=np.uint8)
     out: list[DetectedVertebra] = []
     flat = level_map.reshape(-1)
@@ -525,6 +526,19 @@ def _split_long(
     return out
 
 
+def _join_sacrum(
+    cands: list[_Candidate], assignment: list[VertebraLevel | None], probs: _Scores
+) -> tuple[list[_Candidate], list[VertebraLevel | None]]:
+    """The candidates the sequence assigned to the sacrum as one (it is one bone), in the place of
+    the first of them."""
+    pieces = [i for i, lv in enumerate(assignment) if lv is VertebraLevel.SACRUM]
+    if len(pieces) < 2:
+        return cands, assignment
+    joined = _make_candidate(np.sort(np.concatenate([cands[i].mask_index for i in pieces])), probs.shape, probs)
+    keep = [i for i in range(len(cands)) if i not in pieces[1:]]
+    return ([joined if i == pieces[0] else cands[i] for i in keep], [assignment[i] for i in keep])
+
+
 # ------------------------------------------------------------------------------- sequence
 def _assign_levels(
     cands: list[_Candidate], spacing: np.ndarray
@@ -568,6 +582,7 @@ def _viterbi(
             run += steps[j - 1]
             expected[s][j] = run
     emis_rows = emis.tolist()
+    sacrum = seq.index(VertebraLevel.SACRUM) if VertebraLevel.SACRUM in seq else -1
     # state: last assigned position (or -1 for none yet); score[i][j] (python floats: this loop is
     # scalar work, where numpy element access costs more than the arithmetic)
     score = [[neg] * (p + 1) for _ in range(n + 1)]  # column p = "nothing assigned yet"
@@ -596,6 +611,16 @@ def _viterbi(
                         nxt[j] = v
                         back[i + 1][j] = (s, True)
                         last_centroid[(i + 1, j)] = centroid
+                continue
+            if s == sacrum:
+                # the sacrum is one bone but often several components on the coarse grid (S1's
+                # body apart from the fused lower segments): further pieces of it stay "sacrum"
+                # instead of paying the drop penalty (or being taken for a transitional L6)
+                v = cur + emis_i[s]
+                if v > nxt[s]:
+                    nxt[s] = v
+                    back[i + 1][s] = (s, True)
+                    last_centroid[(i + 1, s)] = last_centroid[(i, s)]
                 continue
             dist = max(float(np.linalg.norm((last_centroid[(i, s)] - centroid) * spacing)), 1.0)
             expected_s = expected[s]

@@ -104,7 +104,7 @@ def _lps_to_index(affine: np.ndarray, lps: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ spine_coarse
-def coarse_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_patches: int = 3) -> list[Sample]:
+def coarse_samples(seed: int, spec: ModelSpec, rng: np.random.Generator, n_patches: int = 5) -> list[Sample]:
     from osteoscan.phantom import generate_case
 
     presets, probs = zip(*COARSE_PRESETS)
