@@ -77,7 +77,9 @@ def test_a_duplicated_neighbour_gets_no_grade_and_a_warning_the_real_one_keeps_i
 def test_plausible_masks_are_graded_as_before() -> None:
     volume, segs = _spine(duplicate_l4_as_l5=False)
     result = _assemble(volume, segs)
-    assert [result.vertebra(n).genant_grade for n in ("L3", "L4", "L5")] == [0, 0, 0]
+    # L5 is outside Genant's T4-L4: heights, no grade
+    assert [result.vertebra(n).genant_grade for n in ("L3", "L4", "L5")] == [0, 0, None]
+    assert result.vertebra("L5").heights_mm.anterior is not None
     assert not any("implausible" in w for w in result.qc.warnings)
 
 

@@ -88,6 +88,11 @@ REFERENCE_MUSCLE_HU: Final[float] = 50.0
 GENANT_MILD_LOSS: Final[float] = 0.20
 GENANT_MODERATE_LOSS: Final[float] = 0.25
 GENANT_SEVERE_LOSS: Final[float] = 0.40
+#: The levels the semi-quantitative method grades: T4 to L4 (Genant et al., J Bone Miner Res 1993).
+#: L5 is wedge-shaped in health (posterior height below anterior), and C7-T3 are hidden by the
+#: shoulders on lateral films; height ratios there say little about fracture. (The phantom puts its
+#: fractures on T5-L4 for the same reason.) Values are ``osteoscan.labels.VertebraLevel`` names.
+GENANT_GRADED_LEVELS: Final[tuple[str, ...]] = tuple(f"T{i}" for i in range(4, 13)) + ("L1", "L2", "L3", "L4")
 #: TotalSegmentator measures heights at these fractions of the AP extent (posterior, middle,
 #: anterior), counted from the posterior wall.
 HEIGHT_POSITIONS_FROM_POSTERIOR: Final[tuple[float, float, float]] = (0.15, 0.50, 0.85)

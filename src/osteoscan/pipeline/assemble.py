@@ -15,6 +15,7 @@ from osteoscan import __version__
 from osteoscan.analysis import composition as comp
 from osteoscan.analysis import intervertebral as iv
 from osteoscan.analysis import segmentation_qc as sqc
+from osteoscan.analysis.constants import GENANT_GRADED_LEVELS
 from osteoscan.analysis import vertebral as vb
 from osteoscan.io import CTVolume
 from osteoscan.labels import Tissue, VertebraLevel
@@ -229,6 +230,11 @@ def _vertebra_results(
             why = "; ".join(implausible[seg.level])
             not_reported[f"vertebrae.{name}.genant_grade"] = f"segmentation implausible: {why}"
             warnings.append(f"{name}: no fracture grade, the segmentation is implausible ({why})")
+        elif name not in GENANT_GRADED_LEVELS:
+            not_reported[f"vertebrae.{name}.genant_grade"] = (
+                "not graded: Genant's semi-quantitative method covers T4-L4 (L5 is wedge-shaped in health, "
+                "C7-T3 are not assessed); heights are reported"
+            )
         else:
             genant = iv.genant_grade(h, neighbour_h or None)
         results.append(

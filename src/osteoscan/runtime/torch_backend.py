@@ -140,9 +140,9 @@ class TorchSession(InferenceSession):
         prec = resolve_torch_precision(precision, self._device.type)
         if num_threads:
             torch.set_num_threads(int(num_threads))  # process-wide: torch has no per-module setting
-        if self._device.type == "cuda":
-            # every model runs on fixed patch sizes, so cuDNN's per-shape algorithm search pays once
-            torch.backends.cudnn.benchmark = True
+        # no cudnn.benchmark: the coarse model takes each scan's own window shape, and a per-shape
+        # algorithm search (seconds for 3-D convolutions) on every new case costs more than it
+        # saves (on the fixed 0.1.0 patches it gained nothing either: 184 vs 175 ms on the H100)
         module, self.weights_source = build_module(source)
         module = module.eval().to(self._device)
         if torch_compile:
