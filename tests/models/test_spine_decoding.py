@@ -247,7 +247,7 @@ def test_a_sacrum_in_two_pieces_is_one_sacrum_not_a_transitional_l6() -> None:
     # move the column up 8 slices and put a second sacrum component below the first, separated by
     # a background gap
     probs = np.concatenate([np.broadcast_to(probs[:, :1], (NUM_SPINE_CLASSES, 8, *probs.shape[2:])), probs], axis=1).copy()
-    z_s1 = int(round(centres[V.SACRUM])) + 8
+    z_s1 = round(centres[V.SACRUM]) + 8
     upper = probs[:, z_s1 - 2 : z_s1 + 3, 6:18, 7:17]
     upper[int(V.L6)] = 0.07
     upper[int(V.SACRUM)] = 0.83

@@ -58,3 +58,37 @@ def test_degraded_mask_stays_near_the_truth() -> None:
     # coarse-like: clearly imperfect, usually close, always overlapping (a cut can leave a sliver)
     assert 0.6 < np.median(dices) < 0.95
     assert min(dices) > 0.1
+
+
+def test_batchnorm_statistics_are_re_estimated_as_the_plain_average_of_the_batches() -> None:
+    from osteoscan.train.loop import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
+    batches = [torch.randn(2, 1, 4, 4, 4) * s + s for s in (1.0, 3.0, 5.0)]
+    used = recalibrate_batchnorm(model, iter(batches), n_batches=3, amp=False)
+    assert used == 3 and not model.training
+    bn = model[1]
+    with torch.no_grad():
+        per_batch_means = torch.stack([model[0](b).mean(dim=(0, 2, 3, 4)) for b in batches])
+    # cumulative average over the three batches, not an exponential moving average
+    torch.testing.assert_close(bn.running_mean, per_batch_means.mean(dim=0), rtol=1e-5, atol=1e-5)
+    assert bn.momentum == 0.1  # restored
+    # without batch norm nothing is done
+    assert recalibrate_batchnorm(torch.nn.Conv3d(1, 1, 1), iter(batches), 3, amp=False) == 0
+
+
+def test_a_batchnorm_model_starts_from_instance_norm_weights_but_not_from_a_different_network() -> None:
+    from osteoscan.train.loop import _load_initial_state
+
+    spec = registry.recipe(registry.SPINE_COARSE, tiny=True)
+    bn_model = registry.build_torch_model(spec)
+    in_spec = spec.replace(arch_params={**spec.arch_params, "norm": "instance"})
+    in_state = registry.build_torch_model(in_spec).state_dict()
+    _load_initial_state(bn_model, in_state)  # convolutions and affine parameters carry over
+    key = next(k for k in in_state if k.endswith("conv1.weight"))
+    torch.testing.assert_close(bn_model.state_dict()[key], in_state[key])
+    wrong = dict(in_state)
+    wrong.pop(key)
+    with pytest.raises(ValueError, match="does not fit"):
+        _load_initial_state(bn_model, wrong)

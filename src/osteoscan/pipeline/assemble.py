@@ -15,8 +15,8 @@ from osteoscan import __version__
 from osteoscan.analysis import composition as comp
 from osteoscan.analysis import intervertebral as iv
 from osteoscan.analysis import segmentation_qc as sqc
-from osteoscan.analysis.constants import GENANT_GRADED_LEVELS
 from osteoscan.analysis import vertebral as vb
+from osteoscan.analysis.constants import GENANT_GRADED_LEVELS
 from osteoscan.io import CTVolume
 from osteoscan.labels import Tissue, VertebraLevel
 from osteoscan.pipeline.config import PatientInfo
