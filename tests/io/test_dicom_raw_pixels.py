@@ -9,11 +9,17 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from pydicom.dataset import FileMetaDataset  # noqa: E402
-from pydicom.pixels import pixel_array  # noqa: E402
-from pydicom.uid import CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.dataset import FileMetaDataset
+from pydicom.pixels import pixel_array
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
-from osteoscan.io.dicom import _raw_pixels  # noqa: E402
+from osteoscan.io.dicom import _raw_pixels
 
 
 def _write(path: Path, values: np.ndarray, syntax: str, bits_stored: int, signed: bool, trailing_padding: bool = False) -> Path:
