@@ -9,7 +9,7 @@ import statistics
 import sys
 import time
 
-import osteoscan.io.dicom as dicom
+from osteoscan.io import dicom
 from osteoscan.pipeline import stages
 from osteoscan.pipeline.cohorts import ensure_cohort
 
