@@ -11,6 +11,7 @@ from scipy import ndimage
 from osteoscan.io import CTVolume, Provenance, affine_from_spacing
 from osteoscan.io.resample import resample_to_grid
 from osteoscan.labels import BODY_OFFSET, POSTERIOR_OFFSET, VertebraLevel, VertebraPart
+from osteoscan.models.spine_decoding import first_argmax
 from osteoscan.pipeline.grid import Grid, centered_grid
 from osteoscan.pipeline.stages import (
     FIELD_EDGE_MARGIN_VOXELS,
@@ -18,7 +19,6 @@ from osteoscan.pipeline.stages import (
     _largest_component_parts,
     _near_field_edge,
     build_canvas,
-    class_argmax,
     labels_on_ct_grid,
 )
 
@@ -117,17 +117,17 @@ def test_canvas_and_label_map_match_full_grid_pasting() -> None:
 
 
 # ------------------------------------------------------------------------- fine-model post-processing
-def test_class_argmax_is_numpys_argmax_with_ties_and_nan() -> None:
+def test_fine_model_argmax_is_numpys_argmax_with_ties_and_nan() -> None:
     rng = np.random.default_rng(5)
     scores = rng.normal(size=(3, 9, 10, 11)).astype(np.float32)
     scores[1, :3] = scores[0, :3]  # ties between the first two classes: the first wins
     scores[2, 3:5] = scores[1, 3:5] = scores[0, 3:5].max() + 1.0  # a tie between the last two
-    np.testing.assert_array_equal(class_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
-    assert class_argmax(scores).dtype == np.uint8
+    np.testing.assert_array_equal(first_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
+    assert first_argmax(scores).dtype == np.uint8
     scores[1, 0, 0, 0] = np.nan  # numpy takes a NaN as the maximum
-    np.testing.assert_array_equal(class_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
+    np.testing.assert_array_equal(first_argmax(scores), np.argmax(scores, axis=0).astype(np.uint8))
     five = rng.normal(size=(5, 4, 4, 4)).astype(np.float32)
-    np.testing.assert_array_equal(class_argmax(five), np.argmax(five, axis=0).astype(np.uint8))
+    np.testing.assert_array_equal(first_argmax(five), np.argmax(five, axis=0).astype(np.uint8))
 
 
 def _reference_largest_component(parts: np.ndarray) -> np.ndarray:

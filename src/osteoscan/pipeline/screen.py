@@ -82,7 +82,7 @@ class Pipeline:
             l3 = next((s for s in segments if s.level is VertebraLevel.L3 and s.complete), None)
             if l3 is not None:
                 with timer.stage("segment_tissue"):
-                    centre = l3.grid.index_to_lps(np.argwhere(l3.body).mean(axis=0))
+                    centre = l3.grid.index_to_lps(l3.body_centroid_index)
                     k = round(volume.lps_to_index(centre)[0])
                     tissue_slice = stages.segment_tissue(volume, k, cascade.tissue, level_assumed=False)
         else:
